@@ -1,0 +1,356 @@
+"""Typed configuration for MaskFormer experiments.
+
+Every part of an experiment is a dataclass; an experiment is one `ExperimentConfig`. Configs are
+overridden from YAML files (nested mappings) and from ``key=value`` strings with dotted keys
+(``model.num_queries=50``). An unknown key or a value of the wrong type raises `ConfigError`
+naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value has the wrong type."""
+
+
+@dataclass
+class BackboneConfig:
+    """ResNet backbone (detectron2 layout: stride in the 3x3 conv, frozen batch norm).
+
+    `stage_blocks` overrides the depth's standard block counts (used by tiny test models).
+    """
+
+    depth: int = 50
+    stage_blocks: list[int] | None = None
+    stem_channels: int = 64
+    width_per_group: int = 64  # bottleneck width of res2; doubles per stage
+    res2_out_channels: int = 256  # output channels of res2; doubles per stage
+    norm_eps: float = 1e-5
+
+    def blocks(self) -> list[int]:
+        if self.stage_blocks is not None:
+            return list(self.stage_blocks)
+        table = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
+        if self.depth not in table:
+            raise ConfigError(f"model.backbone.depth: {self.depth} is not one of {sorted(table)}")
+        return table[self.depth]
+
+
+@dataclass
+class ModelConfig:
+    """The MaskFormer model: backbone, pixel decoder, transformer predictor and heads."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    num_classes: int = 133
+    pixel_decoder: str = "transformer_encoder"  # "fpn" | "transformer_encoder"
+    conv_dim: int = 256
+    mask_dim: int = 256
+    # Transformer encoder inside the pixel decoder (transformer_encoder variant only).
+    pixel_decoder_enc_layers: int = 6
+    pixel_decoder_num_heads: int = 8
+    pixel_decoder_dim_feedforward: int = 2048
+    # Transformer predictor.
+    num_queries: int = 100
+    hidden_dim: int = 256
+    num_heads: int = 8
+    dim_feedforward: int = 2048
+    enc_layers: int = 0
+    dec_layers: int = 6
+    dropout: float = 0.1
+    enforce_input_proj: bool = False
+    deep_supervision: bool = True
+    size_divisibility: int = 0
+    pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+
+    def validate(self) -> None:
+        if self.pixel_decoder not in ("fpn", "transformer_encoder"):
+            raise ConfigError(
+                f"model.pixel_decoder: {self.pixel_decoder!r} is not 'fpn' or 'transformer_encoder'"
+            )
+        if self.conv_dim % 32:
+            raise ConfigError(f"model.conv_dim: {self.conv_dim} is not a multiple of 32 "
+                              "(GroupNorm uses 32 groups)")
+        if self.hidden_dim % self.num_heads:
+            raise ConfigError("model.num_heads: hidden_dim must be divisible by num_heads")
+        if self.dec_layers < 1:
+            raise ConfigError("model.dec_layers: at least one decoder layer is needed")
+        self.backbone.blocks()
+
+
+@dataclass
+class LossConfig:
+    """The set criterion and the Hungarian matcher (REFERENCE.md sections 7-8)."""
+
+    class_weight: float = 1.0
+    mask_weight: float = 20.0  # sigmoid focal
+    dice_weight: float = 1.0
+    no_object_weight: float = 0.1
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    matcher: str = "hungarian"  # "hungarian" (in-graph) | "scipy" (host)
+    ignore_padding: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is fed."""
+
+    dataset: str = "coco_panoptic"  # "coco_panoptic" | "ade20k_semantic"
+    train_files: str = ""
+    val_files: str = ""
+    dataset_info: str = ""  # dataset.json written by the converters
+    augmentation: str = "coco_panoptic"  # "coco_panoptic" | "ade20k" | "none"
+    output_size: list[int] = field(default_factory=lambda: [640, 640])
+    min_scale_sizes: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))
+    max_size: int = 1333
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    max_instances: int = 100
+    shuffle_buffer: int = 256
+    deterministic: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe (REFERENCE.md section 10)."""
+
+    global_batch_size: int = 64
+    steps: int = 554_400
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    backbone_multiplier: float = 0.1
+    clip_norm: float = 0.01
+    schedule: str = "step"  # "step" | "poly" | "constant"
+    step_boundaries: list[int] = field(default_factory=lambda: [369_600])
+    step_factor: float = 0.1
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    mixed_precision: str = "float32"  # "float32" | "bfloat16" | "float16"
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    log_every: int = 100
+    eval_every: int = 0
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Inference and evaluation."""
+
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
+    batch_size: int = 8
+    test_short_edge: int = 800
+    test_max_size: int = 1333
+    panoptic: bool = True
+    semantic: bool = True
+    instance: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    """A complete experiment."""
+
+    name: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> ExperimentConfig:
+        self.model.validate()
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Checks `value` against a field annotation; ints are accepted for floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {annotation!r}")
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def set_value(config: Any, dotted_key: str, value: Any) -> None:
+    """Sets `config.<dotted_key>` to `value`, checking the key and the type."""
+    parts = dotted_key.split(".")
+    node = config
+    for depth, part in enumerate(parts):
+        prefix = ".".join(parts[: depth + 1])
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError(f"{prefix}: unknown key ('{'.'.join(parts[:depth])}' has no fields)")
+        types_ = _field_types(node)
+        if part not in types_:
+            known = ", ".join(sorted(types_))
+            raise ConfigError(f"{prefix}: unknown key (known here: {known})")
+        if depth == len(parts) - 1:
+            current = getattr(node, part)
+            if dataclasses.is_dataclass(current):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{prefix}: expected a mapping, got {value!r}")
+                merge_dict(current, value, prefix)
+            else:
+                setattr(node, part, _coerce(value, types_[part], prefix))
+        else:
+            node = getattr(node, part)
+
+
+def merge_dict(config: Any, values: dict[str, Any], prefix: str = "") -> Any:
+    """Merges a nested mapping (as read from YAML) into a config dataclass."""
+    for key, value in values.items():
+        try:
+            set_value(config, key, value)
+        except ConfigError as e:
+            # Report the full dotted key when merging into a sub-config.
+            raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
+    return config
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parses ``a.b=value``; the value is read as YAML (``50``, ``true``, ``[1, 2]``, ``fpn``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """Applies ``key=value`` strings in order."""
+    for text in overrides:
+        key, value = parse_override(text)
+        set_value(config, key, value)
+    return config
+
+
+def split_params_override(text: str) -> list[str]:
+    """Splits TF Model Garden's ``--params_override`` syntax (``a.b=1,c=[1,2]``) into overrides.
+
+    Commas inside brackets or quotes do not split. A YAML/JSON mapping is accepted as well.
+    """
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("{"):
+        mapping = yaml.safe_load(text)
+        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in
+                _flatten(mapping).items()]
+    parts, depth, quote, current = [], 0, None, []
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def load_yaml(config: Any, path: str | Path) -> Any:
+    """Merges the YAML file at `path` into `config`."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return merge_dict(config, values)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def save_yaml(config: Any, path: str | Path) -> None:
+    Path(path).write_text(to_yaml(config))
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Builds a config of type `cls` from a (possibly partial) nested mapping."""
+    return merge_dict(cls(), values)

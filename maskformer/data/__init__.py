@@ -1,0 +1,1 @@
+"""Datasets: converters to TFRecords, the synthetic shapes dataset and the tf.data pipeline."""

@@ -1,0 +1,1 @@
+"""Dataset-level metrics: panoptic quality, mIoU, mask AP."""

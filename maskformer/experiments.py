@@ -1,0 +1,136 @@
+"""Registry of named experiments.
+
+Each experiment is a function returning a complete `ExperimentConfig`; `get_experiment(name)`
+builds a fresh copy that the caller may override (`config.apply_overrides`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from maskformer.config import (
+    BackboneConfig,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+)
+
+_REGISTRY: dict[str, Callable[[], ExperimentConfig]] = {}
+
+
+def register(fn: Callable[[], ExperimentConfig]) -> Callable[[], ExperimentConfig]:
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_experiments() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_experiment(name: str) -> ExperimentConfig:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(list_experiments())}")
+    config = _REGISTRY[name]()
+    config.name = name
+    return config.validate()
+
+
+def _coco_panoptic(depth: int) -> ExperimentConfig:
+    return ExperimentConfig(
+        model=ModelConfig(
+            backbone=BackboneConfig(depth=depth),
+            num_classes=133,
+            pixel_decoder="transformer_encoder",
+            size_divisibility=0,
+        ),
+        data=DataConfig(dataset="coco_panoptic", augmentation="coco_panoptic",
+                        output_size=[640, 640]),
+        train=TrainConfig(global_batch_size=64, steps=554_400, schedule="step",
+                          step_boundaries=[369_600]),
+        eval=EvalConfig(object_mask_threshold=0.8, overlap_threshold=0.8),
+    )
+
+
+@register
+def maskformer_coco_panoptic_r50() -> ExperimentConfig:
+    """COCO panoptic, R50 + transformer-encoder pixel decoder (PQ 46.5 published)."""
+    return _coco_panoptic(50)
+
+
+@register
+def maskformer_coco_panoptic_r101() -> ExperimentConfig:
+    """COCO panoptic, R101 + transformer-encoder pixel decoder (PQ 47.6 published)."""
+    return _coco_panoptic(101)
+
+
+def _ade20k_semantic(depth: int) -> ExperimentConfig:
+    return ExperimentConfig(
+        model=ModelConfig(
+            backbone=BackboneConfig(depth=depth),
+            num_classes=150,
+            pixel_decoder="fpn",
+            size_divisibility=32,
+        ),
+        data=DataConfig(dataset="ade20k_semantic", augmentation="ade20k", output_size=[512, 512],
+                        crop_size=[512, 512]),
+        train=TrainConfig(global_batch_size=16, steps=160_000, schedule="poly", poly_power=0.9,
+                          step_boundaries=[]),
+        eval=EvalConfig(panoptic=False, semantic=True, object_mask_threshold=0.7,
+                        test_short_edge=512, test_max_size=2048),
+    )
+
+
+@register
+def maskformer_ade20k_semantic_r50() -> ExperimentConfig:
+    """ADE20K-150 semantic, R50 + FPN pixel decoder (mIoU 44.5 published)."""
+    return _ade20k_semantic(50)
+
+
+@register
+def maskformer_ade20k_semantic_r101() -> ExperimentConfig:
+    """ADE20K-150 semantic, R101 + FPN pixel decoder (mIoU 45.5 published)."""
+    return _ade20k_semantic(101)
+
+
+def _tiny_model(pixel_decoder: str, num_classes: int) -> ModelConfig:
+    """The size of the original's reference vectors: trains and runs in seconds on a CPU."""
+    return ModelConfig(
+        backbone=BackboneConfig(depth=50, stage_blocks=[2, 1, 1, 1], stem_channels=16,
+                                width_per_group=8, res2_out_channels=32),
+        num_classes=num_classes,
+        pixel_decoder=pixel_decoder,
+        conv_dim=32,
+        mask_dim=32,
+        pixel_decoder_enc_layers=2,
+        pixel_decoder_num_heads=4,
+        pixel_decoder_dim_feedforward=64,
+        num_queries=10,
+        hidden_dim=32,
+        num_heads=4,
+        dim_feedforward=64,
+        dec_layers=3,
+    )
+
+
+@register
+def maskformer_smoke() -> ExperimentConfig:
+    """Tiny transformer-encoder model on small images: for tests."""
+    return ExperimentConfig(
+        model=_tiny_model("transformer_encoder", num_classes=7),
+        data=DataConfig(output_size=[64, 64], max_instances=16, min_scale_sizes=[48, 64],
+                        max_size=128, shuffle_buffer=16),
+        train=TrainConfig(global_batch_size=2, steps=10, schedule="constant", step_boundaries=[],
+                          checkpoint_every=5, log_every=1),
+        eval=EvalConfig(batch_size=2, test_short_edge=64, test_max_size=128),
+    )
+
+
+@register
+def maskformer_smoke_fpn() -> ExperimentConfig:
+    """Tiny FPN model on small images: for tests."""
+    config = maskformer_smoke()
+    config.model = _tiny_model("fpn", num_classes=7)
+    return config

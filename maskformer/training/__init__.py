@@ -1,0 +1,1 @@
+"""Training with Keras fit: optimizer recipe, strategies, checkpoints."""
