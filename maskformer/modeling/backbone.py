@@ -1,0 +1,83 @@
+"""ResNet backbone in detectron2's layout (REFERENCE.md section 2).
+
+The stride-2 of a stage sits in the 3x3 conv, every norm is a frozen batch norm, padding is
+explicit and symmetric. Returns res2..res5 at strides 4, 8, 16, 32.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from maskformer.config import BackboneConfig
+from maskformer.modeling.layers import Conv2d
+
+
+class Bottleneck(keras.layers.Layer):
+    """1x1 -> 3x3 (stride) -> 1x1, each with frozen BN; projection shortcut when channels change."""
+
+    def __init__(self, width: int, out_channels: int, strides: int, projection: bool,
+                 norm_eps: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.out_channels = out_channels
+        self.strides = strides
+        self.projection = projection
+        self.norm_eps = norm_eps
+        norm = {"norm": "frozen_bn", "norm_eps": norm_eps}
+        self.conv1 = Conv2d(width, 1, activation="relu", name="conv1", **norm)
+        self.conv2 = Conv2d(width, 3, strides=strides, activation="relu", name="conv2", **norm)
+        self.conv3 = Conv2d(out_channels, 1, name="conv3", **norm)
+        self.shortcut = (Conv2d(out_channels, 1, strides=strides, name="shortcut", **norm)
+                         if projection else None)
+
+    def call(self, x):
+        shortcut = self.shortcut(x) if self.shortcut is not None else x
+        y = self.conv3(self.conv2(self.conv1(x)))
+        return ops.relu(y + shortcut)
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "out_channels": self.out_channels,
+                "strides": self.strides, "projection": self.projection,
+                "norm_eps": self.norm_eps}
+
+
+class ResNet(keras.layers.Layer):
+    """ResNet-50/101 (or a custom depth per stage) returning {"res2": ..., "res5": ...}, NHWC."""
+
+    def __init__(self, config: BackboneConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        eps = config.norm_eps
+        self.stem = Conv2d(config.stem_channels, 7, strides=2, norm="frozen_bn",
+                           activation="relu", norm_eps=eps, name="stem")
+        self.stages = []
+        in_channels = config.stem_channels
+        for s, num_blocks in enumerate(config.blocks()):
+            width = config.width_per_group * 2**s
+            out_channels = config.res2_out_channels * 2**s
+            blocks = []
+            for b in range(num_blocks):
+                strides = 2 if (b == 0 and s > 0) else 1
+                blocks.append(Bottleneck(width, out_channels, strides,
+                                         projection=(in_channels != out_channels), norm_eps=eps,
+                                         name=f"res{s + 2}_{b}"))
+                in_channels = out_channels
+            self.stages.append(blocks)
+
+    @property
+    def out_channels(self) -> dict[str, int]:
+        return {f"res{s + 2}": self.config.res2_out_channels * 2**s for s in range(4)}
+
+    def call(self, images):
+        x = self.stem(images)
+        # 3x3 max pool, stride 2, padding 1. The input is post-ReLU (>= 0), so zero padding
+        # never wins the max and equals PyTorch's -inf padding.
+        x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        x = ops.max_pool(x, pool_size=3, strides=2, padding="valid")
+        features = {}
+        for s, blocks in enumerate(self.stages):
+            for block in blocks:
+                x = block(x)
+            features[f"res{s + 2}"] = x
+        return features

@@ -1,0 +1,120 @@
+"""Building blocks shared by the backbone and the pixel decoder.
+
+PyTorch semantics are reproduced where Keras' defaults differ (REFERENCE.md section 12):
+explicit symmetric padding instead of 'same', eps 1e-5 norms, PyTorch's legacy nearest resize.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+class FrozenBatchNorm(keras.layers.Layer):
+    """Batch norm with fixed statistics and affine parameters (detectron2's FrozenBatchNorm2d).
+
+    y = (x - moving_mean) / sqrt(moving_variance + eps) * gamma + beta. Nothing here is trainable.
+    """
+
+    def __init__(self, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones",
+                                     trainable=False)
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros",
+                                    trainable=False)
+        self.moving_mean = self.add_weight(name="moving_mean", shape=(channels,),
+                                           initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=(channels,),
+                                               initializer="ones", trainable=False)
+
+    def call(self, x):
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
+        shift = self.beta - self.moving_mean * scale
+        return x * ops.cast(scale, x.dtype) + ops.cast(shift, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+class Conv2d(keras.layers.Layer):
+    """Conv with PyTorch's symmetric zero padding (k // 2), optional norm and ReLU.
+
+    Mirrors detectron2's `Conv2d(..., norm=..., activation=...)`: conv -> norm -> activation.
+    'same' padding is not used because for stride 2 TF pads only bottom/right.
+
+    Args:
+        filters: output channels.
+        kernel_size: square kernel size.
+        strides: stride.
+        use_bias: conv bias (detectron2 convs followed by a norm have none).
+        norm: None, "frozen_bn" or "gn" (GroupNorm with 32 groups, eps 1e-5).
+        activation: None or "relu".
+    """
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, use_bias: bool = False,
+                 norm: str | None = None, activation: str | None = None, norm_eps: float = 1e-5,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.use_bias = use_bias
+        self.norm_type = norm
+        self.activation = activation
+        self.norm_eps = norm_eps
+        self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid",
+                                        use_bias=use_bias, name="conv",
+                                        kernel_initializer=keras.initializers.HeNormal())
+        if norm == "frozen_bn":
+            self.norm = FrozenBatchNorm(epsilon=norm_eps, name="norm")
+        elif norm == "gn":
+            self.norm = keras.layers.GroupNormalization(groups=32, epsilon=norm_eps, name="norm")
+        elif norm is None:
+            self.norm = None
+        else:
+            raise ValueError(f"unknown norm {norm!r}")
+
+    def build(self, input_shape):
+        pad = self.kernel_size // 2
+        padded = (input_shape[0], None, None, input_shape[-1])
+        self.conv.build(padded if pad else input_shape)
+        if self.norm is not None:
+            self.norm.build(input_shape[:-1] + (self.filters,))
+
+    def call(self, x):
+        pad = self.kernel_size // 2
+        if pad:
+            x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation == "relu":
+            x = ops.relu(x)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "use_bias": self.use_bias, "norm": self.norm_type,
+                "activation": self.activation, "norm_eps": self.norm_eps}
+
+
+def nearest_indices(in_size, out_size):
+    """Source indices of PyTorch's legacy nearest interpolation: floor(dst * in / out).
+
+    TF's and JAX's nearest resize use half-pixel centres and differ for non-integer ratios.
+    The scale is computed in float32, as PyTorch does.
+    """
+    scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
+    idx = ops.floor(ops.cast(ops.arange(out_size), "float32") * scale)
+    return ops.minimum(ops.cast(idx, "int32"), ops.cast(in_size, "int32") - 1)
+
+
+def resize_nearest(x, size):
+    """Nearest resize of x [B, h, w, C] to `size` (height, width), PyTorch's rule."""
+    in_h, in_w = ops.shape(x)[1], ops.shape(x)[2]
+    x = ops.take(x, nearest_indices(in_h, size[0]), axis=1)
+    return ops.take(x, nearest_indices(in_w, size[1]), axis=2)

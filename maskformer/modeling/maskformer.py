@@ -1,0 +1,165 @@
+"""The assembled MaskFormer: backbone, pixel decoder, transformer predictor and heads."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from maskformer.config import ModelConfig, from_dict, to_dict
+from maskformer.modeling.backbone import ResNet
+from maskformer.modeling.layers import Conv2d
+from maskformer.modeling.pixel_decoder import FPNDecoder, TransformerEncoderDecoder, flatten_hw
+from maskformer.modeling.position_encoding import sine_position_encoding
+from maskformer.modeling.transformer import DecoderLayer, EncoderLayer
+
+
+class MLP(keras.layers.Layer):
+    """Dense layers with ReLU between them and none after the last (`mask_embed`)."""
+
+    def __init__(self, hidden: int, out: int, num_layers: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.out, self.num_layers = hidden, out, num_layers
+        self.dense = [keras.layers.Dense(hidden if i < num_layers - 1 else out, name=f"layer_{i}")
+                      for i in range(num_layers)]
+
+    def call(self, x):
+        for i, layer in enumerate(self.dense):
+            x = layer(x)
+            if i < self.num_layers - 1:
+                x = ops.relu(x)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "out": self.out,
+                "num_layers": self.num_layers}
+
+
+class TransformerPredictor(keras.layers.Layer):
+    """Learned queries decoded against the memory; class and mask-embedding heads.
+
+    The queries are the *positional* embedding of the decoder; its input starts at zeros. The
+    shared final LayerNorm is applied to every layer's output (kept for deep supervision) while
+    the next layer receives the un-normalised output.
+    """
+
+    def __init__(self, config: ModelConfig, in_channels: int, **kwargs):
+        super().__init__(**kwargs)
+        c = config
+        self.hidden_dim = c.hidden_dim
+        self.num_queries = c.num_queries
+        self.in_channels = in_channels
+        self.input_proj = (Conv2d(c.hidden_dim, 1, use_bias=True, name="input_proj")
+                           if in_channels != c.hidden_dim or c.enforce_input_proj else None)
+        self.encoder_layers = [
+            EncoderLayer(c.hidden_dim, c.num_heads, c.dim_feedforward, c.dropout,
+                         name=f"encoder_{i}") for i in range(c.enc_layers)
+        ]
+        self.decoder_layers = [
+            DecoderLayer(c.hidden_dim, c.num_heads, c.dim_feedforward, c.dropout,
+                         name=f"decoder_{i}") for i in range(c.dec_layers)
+        ]
+        self.decoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")
+        self.class_embed = keras.layers.Dense(c.num_classes + 1, name="class_embed")
+        self.mask_embed = MLP(c.hidden_dim, c.mask_dim, 3, name="mask_embed")
+
+    def build(self, input_shape):
+        self.query_embed = self.add_weight(
+            name="query_embed", shape=(self.num_queries, self.hidden_dim),
+            initializer=keras.initializers.RandomNormal(stddev=1.0))
+        self.decoder_norm.build((None, None, self.hidden_dim))
+
+    def call(self, x, training=None):
+        """Args: x [B, h, w, in_channels]. Returns normalised decoder states [L, B, Q, hidden]."""
+        batch = ops.shape(x)[0]
+        height, width = ops.shape(x)[1], ops.shape(x)[2]
+        pos = sine_position_encoding(height, width, self.hidden_dim // 2)
+        pos = ops.reshape(pos, (1, -1, self.hidden_dim))  # [1, h * w, C]
+        memory = flatten_hw(self.input_proj(x) if self.input_proj is not None else x)
+        for layer in self.encoder_layers:
+            memory = layer(memory, pos, training=training)
+        query_pos = ops.broadcast_to(ops.cast(self.query_embed, memory.dtype)[None],
+                                     (batch, self.num_queries, self.hidden_dim))
+        tgt = ops.zeros_like(query_pos)
+        states = []
+        for layer in self.decoder_layers:
+            tgt = layer(tgt, memory, pos, query_pos, training=training)
+            states.append(self.decoder_norm(tgt))
+        return states
+
+
+class MaskFormer(keras.Model):
+    """MaskFormer for semantic, instance and panoptic segmentation.
+
+    Call with images float32 [B, H, W, 3], RGB, 0..255. Normalisation and padding to
+    `size_divisibility` (after normalisation, with zeros, bottom/right) happen inside.
+
+    Returns a dict:
+        pred_logits: [B, Q, K + 1] class logits, the last index is "no object".
+        pred_masks: [B, Q, h, w] mask logits at stride 4 of the (padded) input.
+        aux_outputs: with deep supervision, a list of dec_layers - 1 such dicts for the earlier
+            decoder layers, first layer first.
+    """
+
+    def __init__(self, config: ModelConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = from_dict(ModelConfig, config)
+        config.validate()
+        self.config = config
+        self.backbone = ResNet(config.backbone, name="backbone")
+        if config.pixel_decoder == "fpn":
+            self.pixel_decoder = FPNDecoder(config.conv_dim, config.mask_dim, name="pixel_decoder")
+            predictor_in = self.backbone.out_channels["res5"]
+        else:
+            self.pixel_decoder = TransformerEncoderDecoder(
+                config.conv_dim, config.mask_dim, config.pixel_decoder_enc_layers,
+                config.pixel_decoder_num_heads, config.pixel_decoder_dim_feedforward,
+                config.dropout, name="pixel_decoder")
+            predictor_in = config.conv_dim
+        self.predictor = TransformerPredictor(config, predictor_in, name="predictor")
+
+    def normalize(self, images):
+        mean = ops.convert_to_tensor(self.config.pixel_mean, dtype=images.dtype)
+        std = ops.convert_to_tensor(self.config.pixel_std, dtype=images.dtype)
+        x = (images - mean) / std
+        div = self.config.size_divisibility
+        if div > 0:
+            height, width = ops.shape(x)[1], ops.shape(x)[2]
+            pad_h = (div - height % div) % div
+            pad_w = (div - width % div) % div
+            x = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        return x
+
+    def call(self, images, training=None):
+        x = self.normalize(ops.cast(images, self.compute_dtype))
+        features = self.backbone(x)
+        decoded = self.pixel_decoder(features, training=training)
+        memory_source = (features["res5"] if self.config.pixel_decoder == "fpn"
+                         else decoded["transformer_encoder_features"])
+        states = self.predictor(memory_source, training=training)
+        mask_features = decoded["mask_features"]  # [B, h, w, mask_dim]
+
+        def heads(hs):  # hs [B, Q, hidden]
+            logits = self.predictor.class_embed(hs)  # [B, Q, K + 1]
+            mask_embed = self.predictor.mask_embed(hs)  # [B, Q, mask_dim]
+            masks = ops.einsum("bqc,bhwc->bqhw", mask_embed, mask_features)  # [B, Q, h, w]
+            return {"pred_logits": logits, "pred_masks": masks}
+
+        outputs = heads(states[-1])
+        if self.config.deep_supervision:
+            outputs["aux_outputs"] = [heads(hs) for hs in states[:-1]]
+        return outputs
+
+    def get_config(self):
+        return {"config": to_dict(self.config), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_model(config: ModelConfig, image_size: tuple[int, int] = (64, 64)) -> MaskFormer:
+    """Builds a MaskFormer and creates its variables by running a small zero batch."""
+    model = MaskFormer(config)
+    model(ops.zeros((1, image_size[0], image_size[1], 3)), training=False)
+    return model
