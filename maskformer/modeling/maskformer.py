@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from maskformer.config import ModelConfig, from_dict, to_dict
@@ -163,3 +164,17 @@ def build_model(config: ModelConfig, image_size: tuple[int, int] = (64, 64)) -> 
     model = MaskFormer(config)
     model(ops.zeros((1, image_size[0], image_size[1], 3)), training=False)
     return model
+
+
+def count_parameters(model: keras.Model, include_frozen_affine: bool = False) -> int:
+    """Number of parameters as PyTorch counts them.
+
+    By default the trainable weights, as the original counts its model (frozen batch norm
+    holds buffers only). With `include_frozen_affine`, the frozen batch-norm scales and shifts
+    count too, as in models that train their batch norm (Hugging Face's ResNet).
+    """
+    count = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    if include_frozen_affine:
+        count += sum(int(np.prod(v.shape)) for v in model.non_trainable_weights
+                     if v.path.rsplit("/", 1)[-1] in ("gamma", "beta"))
+    return count
