@@ -8,6 +8,7 @@ needed). Anything else is refused with `UnsafePickleError` naming the global.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import io
 import pickle
@@ -35,7 +36,12 @@ _NUMPY_GLOBALS = {
     ("numpy", "dtype"),
     ("numpy.dtypes", None),  # any numpy.dtypes.<X>DType class
 }
-_CONTAINERS = {("collections", "OrderedDict"): collections.OrderedDict}
+_CONTAINERS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    # Protocol-2 pickles of numpy arrays store raw bytes as _codecs.encode(text, "latin1"):
+    # a pure function of its arguments.
+    ("_codecs", "encode"): codecs.encode,
+}
 
 
 def _numpy_global(module: str, name: str):
