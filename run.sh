@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up .venv on first use (Python 3.11, the project and its extras), then runs:
+#   bash run.sh demo [ARGS]     the end-to-end demo on the built-in synthetic dataset
+#   bash run.sh test [ARGS]     the test suite on the TensorFlow and the JAX backend
+#   bash run.sh maskformer ...  any maskformer command
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+VENV=${MASKFORMER_VENV:-.venv}
+stamp="$VENV/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "setting up $VENV (first run: installs TensorFlow, JAX and the PyTorch reference)..."
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[test,reference]"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
+
+# Reference vectors of the original code, where the shared folder is beside the checkout.
+if [ -z "${MASKFORMER_REFERENCE_DATA:-}" ] && [ -d ../shared/testdata/official ]; then
+  export MASKFORMER_REFERENCE_DATA="$(cd ../shared/testdata/official && pwd)"
+fi
+export HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=2
+
+what=${1:-}
+shift || true
+case "$what" in
+  demo)
+    exec "$VENV/bin/maskformer" demo "$@" ;;
+  test)
+    echo "== KERAS_BACKEND=tensorflow (all tests, slow included)"
+    KERAS_BACKEND=tensorflow "$VENV/bin/python" -m pytest -q "$@"
+    echo "== KERAS_BACKEND=jax"
+    KERAS_BACKEND=jax "$VENV/bin/python" -m pytest -q -m "not slow" "$@"
+    ;;
+  maskformer)
+    exec "$VENV/bin/maskformer" "$@" ;;
+  *)
+    echo "usage: bash run.sh {demo|test|maskformer} [ARGS]" >&2
+    exit 2 ;;
+esac
