@@ -1,0 +1,104 @@
+"""The optimizer recipe of REFERENCE.md section 10.
+
+AdamW with per-variable learning-rate multipliers (backbone x 0.1), no weight decay on norm
+layers and on the query embedding, clipping of the global gradient norm, and the step / poly
+schedules with optional linear warm-up.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from maskformer.config import TrainConfig
+
+# Variables whose name is one of these get no weight decay: the scales and shifts of every
+# LayerNorm / GroupNorm, and the learned query embedding.
+NO_DECAY_NAMES = ("gamma", "beta", "query_embed")
+
+
+@keras.saving.register_keras_serializable("maskformer")
+class LearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Step (x factor at each boundary), poly ((1 - t / T) ^ power) or constant, after warm-up."""
+
+    def __init__(self, base: float, total_steps: int, kind: str = "step",
+                 boundaries: list[int] | None = None, factor: float = 0.1, power: float = 0.9,
+                 warmup_steps: int = 0):
+        if kind not in ("step", "poly", "constant"):
+            raise ValueError(f"train.schedule: {kind!r} is not 'step', 'poly' or 'constant'")
+        self.base, self.total_steps, self.kind = base, total_steps, kind
+        self.boundaries, self.factor = list(boundaries or []), factor
+        self.power, self.warmup_steps = power, warmup_steps
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        lr = ops.convert_to_tensor(self.base, "float32")
+        if self.kind == "step":
+            for boundary in self.boundaries:
+                lr = ops.where(step >= boundary, lr * self.factor, lr)
+        elif self.kind == "poly":
+            progress = ops.minimum(step / max(self.total_steps, 1), 1.0)
+            lr = lr * ops.power(1.0 - progress, self.power)
+        if self.warmup_steps > 0:
+            warm = ops.minimum((step + 1.0) / self.warmup_steps, 1.0)
+            lr = lr * warm
+        return lr
+
+    def get_config(self):
+        return {"base": self.base, "total_steps": self.total_steps, "kind": self.kind,
+                "boundaries": self.boundaries, "factor": self.factor, "power": self.power,
+                "warmup_steps": self.warmup_steps}
+
+
+@keras.saving.register_keras_serializable("maskformer")
+class GroupedAdamW(keras.optimizers.Adam):
+    """AdamW with PyTorch-style parameter groups.
+
+    The learning rate is scaled per variable by the first matching path prefix (e.g. the
+    backbone's x 0.1), and the scaled rate drives both the Adam step and the decoupled weight
+    decay, as in torch.optim.AdamW: w <- w * (1 - lr_group * weight_decay), then the Adam step.
+    Variables named in `no_decay_names` are not decayed.
+    """
+
+    def __init__(self, lr_multipliers: dict[str, float] | None = None,
+                 decoupled_weight_decay: float = 0.0,
+                 no_decay_names: tuple[str, ...] = NO_DECAY_NAMES, **kwargs):
+        super().__init__(**kwargs)
+        self.lr_multipliers = dict(lr_multipliers or {})
+        self.decoupled_weight_decay = decoupled_weight_decay
+        self.no_decay_names = tuple(no_decay_names)
+
+    def multiplier(self, variable) -> float:
+        parts = variable.path.split("/")
+        for prefix, multiplier in self.lr_multipliers.items():
+            if prefix in parts:
+                return multiplier
+        return 1.0
+
+    def decays(self, variable) -> bool:
+        return self.decoupled_weight_decay > 0 and variable.name not in self.no_decay_names
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype) * self.multiplier(variable)
+        if self.decays(variable):
+            variable.assign(variable * (1.0 - lr * self.decoupled_weight_decay))
+        super().update_step(gradient, variable, lr)
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multipliers": self.lr_multipliers,
+                "decoupled_weight_decay": self.decoupled_weight_decay,
+                "no_decay_names": list(self.no_decay_names)}
+
+
+def build_optimizer(config: TrainConfig) -> GroupedAdamW:
+    """AdamW per the recipe: backbone lr x `backbone_multiplier`, global-norm clipping."""
+    schedule = LearningRateSchedule(config.learning_rate, config.steps, config.schedule,
+                                    config.step_boundaries, config.step_factor,
+                                    config.poly_power, config.warmup_steps)
+    return GroupedAdamW(
+        lr_multipliers={"backbone": config.backbone_multiplier},
+        decoupled_weight_decay=config.weight_decay,
+        learning_rate=schedule,
+        global_clipnorm=config.clip_norm if config.clip_norm > 0 else None,
+        beta_1=0.9, beta_2=0.999, epsilon=1e-8,  # torch.optim.AdamW's defaults
+    )

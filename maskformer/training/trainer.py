@@ -1,0 +1,200 @@
+"""Training with Keras `fit`: the model, the set criterion wired in through `compute_loss`,
+the optimizer recipe, distribution strategies and checkpoints."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from maskformer.config import ExperimentConfig, save_yaml
+from maskformer.modeling.maskformer import MaskFormer, build_model
+from maskformer.objective.criterion import build_criterion
+from maskformer.training.optimizer import build_optimizer
+
+
+class MaskFormerTrainer(keras.Model):
+    """Wraps a MaskFormer and its criterion so that `fit` trains it.
+
+    `compute_loss` runs the in-graph matching and the 18 loss terms; each unweighted term is
+    tracked as a metric of its own name (`loss_ce`, `loss_mask_0`, ...).
+    """
+
+    def __init__(self, network: MaskFormer, criterion, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.criterion = criterion
+        self.term_trackers: dict[str, keras.metrics.Mean] = {}
+        for name in self._term_names():
+            self.term_trackers[name] = keras.metrics.Mean(name=name)
+
+    def _term_names(self) -> list[str]:
+        names = ["loss_ce", "loss_mask", "loss_dice"]
+        if self.network.config.deep_supervision:
+            for i in range(self.network.config.dec_layers - 1):
+                names += [f"loss_ce_{i}", f"loss_mask_{i}", f"loss_dice_{i}"]
+        return names + ["matcher_nonfinite_costs"]
+
+    def call(self, images, training=None):
+        return self.network(images, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total, terms = self.criterion(y_pred, y)
+        for name, tracker in self.term_trackers.items():
+            if name in terms:
+                tracker.update_state(terms[name])
+        # Keras adds regularisation losses of layers (none here) through the base method.
+        return total + super().compute_loss(x, y, y_pred=None, sample_weight=sample_weight,
+                                            training=training) if self.losses else total
+
+    @property
+    def metrics(self):
+        return super().metrics + list(self.term_trackers.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: every variable of the network and the optimizer, written atomically.
+# ---------------------------------------------------------------------------------------------
+
+_CKPT = re.compile(r"ckpt-(\d+)\.npz$")
+
+
+def checkpoint_paths(model_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in `model_dir`, oldest first, as (step, path)."""
+    found = []
+    for path in glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.npz")):
+        match = _CKPT.search(path)
+        if match:
+            found.append((int(match[1]), Path(path)))
+    return sorted(found)
+
+
+def save_checkpoint(trainer: MaskFormerTrainer, model_dir: str | Path, step: int,
+                    keep: int) -> Path:
+    """Writes ckpt-<step>.npz (network and optimizer variables), then prunes to `keep`."""
+    folder = Path(model_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {f"net/{i}": np.asarray(keras.ops.convert_to_numpy(v))
+              for i, v in enumerate(trainer.network.weights)}
+    arrays.update({f"opt/{i}": np.asarray(keras.ops.convert_to_numpy(v))
+                   for i, v in enumerate(trainer.optimizer.variables)})
+    arrays["step"] = np.asarray(step)
+    final = folder / f"ckpt-{step}.npz"
+    tmp = folder / f".ckpt-{step}.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, final)  # a partial file is never named like a checkpoint
+    for _, old in checkpoint_paths(model_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def restore_checkpoint(trainer: MaskFormerTrainer, path: str | Path) -> int:
+    """Restores network and optimizer variables; returns the step."""
+    with np.load(path) as data:
+        net = [k for k in data.files if k.startswith("net/")]
+        opt = [k for k in data.files if k.startswith("opt/")]
+        if len(net) != len(trainer.network.weights) or len(opt) != len(trainer.optimizer.variables):
+            raise ValueError(f"{path}: checkpoint does not fit this model and optimizer "
+                             f"({len(net)}/{len(trainer.network.weights)} network variables, "
+                             f"{len(opt)}/{len(trainer.optimizer.variables)} optimizer variables)")
+        for i, v in enumerate(trainer.network.weights):
+            v.assign(data[f"net/{i}"])
+        for i, v in enumerate(trainer.optimizer.variables):
+            v.assign(data[f"opt/{i}"])
+        return int(data["step"])
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Saves every `every` steps and at the end of training."""
+
+    def __init__(self, model_dir, every: int, keep: int, start_step: int = 0):
+        super().__init__()
+        self.model_dir, self.every, self.keep = model_dir, every, keep
+        self.step = start_step
+        self.last_saved = start_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every > 0 and self.step % self.every == 0:
+            save_checkpoint(self.model, self.model_dir, self.step, self.keep)
+            self.last_saved = self.step
+
+    def on_train_end(self, logs=None):
+        if self.step != self.last_saved and not getattr(self.model, "stop_training_nan", False):
+            save_checkpoint(self.model, self.model_dir, self.step, self.keep)
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the first NaN or Inf loss; the last good checkpoint is kept."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            self.model.stop_training_nan = True
+            print(f"\nloss became {loss} at batch {batch}: training stopped; the last "
+                  "checkpoint written before it is kept")
+
+
+class History(keras.callbacks.Callback):
+    """Per-step logs (loss and terms), for the loss curve and tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append({k: float(v) for k, v in (logs or {}).items()})
+
+
+def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
+    """Network, criterion and optimizer, compiled for `fit` (XLA where the backend allows)."""
+    network = build_model(config.model)
+    criterion = build_criterion(config.loss, config.model.num_classes)
+    trainer = MaskFormerTrainer(network, criterion)
+    jit = keras.backend.backend() == "jax" or config.loss.matcher != "scipy"
+    trainer.compile(optimizer=build_optimizer(config.train), jit_compile=jit)
+    return trainer
+
+
+def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = None,
+          steps_per_epoch: int | None = None, verbose: int = 1, callbacks=()) -> dict:
+    """Trains `config` into `model_dir`, resuming from its latest checkpoint.
+
+    Returns:
+        {"history": per-step logs, "step": the final step, "trainer": the trainer}.
+    """
+    from maskformer.data.pipeline import build_dataset
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(config, model_dir / "config.yaml")
+    keras.utils.set_random_seed(config.train.seed)
+    total = steps if steps is not None else config.train.steps
+    trainer = build_trainer(config)
+    trainer.optimizer.build(trainer.trainable_variables)
+
+    start = 0
+    found = checkpoint_paths(model_dir)
+    if found:
+        start = restore_checkpoint(trainer, found[-1][1])
+        print(f"resumed from {found[-1][1]} at step {start}")
+    if start >= total:
+        return {"history": [], "step": start, "trainer": trainer}
+
+    dataset = build_dataset(config.data, config.data.train_files, training=True,
+                            batch_size=config.train.global_batch_size)
+    per_epoch = min(steps_per_epoch or total - start, total - start)
+    epochs = math.ceil((total - start) / per_epoch)
+    history = History()
+    ckpt = CheckpointCallback(model_dir, config.train.checkpoint_every,
+                              config.train.keep_checkpoints, start)
+    fit_callbacks = [history, StopOnNonFinite(), ckpt, *callbacks]
+    trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=verbose,
+                callbacks=fit_callbacks)
+    return {"history": history.steps, "step": ckpt.step, "trainer": trainer}
