@@ -69,6 +69,7 @@ class GroupedAdamW(keras.optimizers.Adam):
         self.no_decay_names = tuple(no_decay_names)
 
     def multiplier(self, variable) -> float:
+        """The learning-rate multiplier of a model variable, from its path."""
         parts = variable.path.split("/")
         for prefix, multiplier in self.lr_multipliers.items():
             if prefix in parts:
@@ -78,9 +79,15 @@ class GroupedAdamW(keras.optimizers.Adam):
     def decays(self, variable) -> bool:
         return self.decoupled_weight_decay > 0 and variable.name not in self.no_decay_names
 
+    def build(self, variables):
+        super().build(variables)
+        # update_step may receive the backend's variable (no path): key the groups here.
+        self._groups = {self._var_key(v): (self.multiplier(v), self.decays(v)) for v in variables}
+
     def update_step(self, gradient, variable, learning_rate):
-        lr = ops.cast(learning_rate, variable.dtype) * self.multiplier(variable)
-        if self.decays(variable):
+        multiplier, decays = self._groups[self._var_key(variable)]
+        lr = ops.cast(learning_rate, variable.dtype) * multiplier
+        if decays:
             variable.assign(variable * (1.0 - lr * self.decoupled_weight_decay))
         super().update_step(gradient, variable, lr)
 

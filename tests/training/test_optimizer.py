@@ -1,0 +1,72 @@
+"""The optimizer recipe against torch.optim.AdamW with parameter groups."""
+
+import keras
+import tensorflow as tf
+import numpy as np
+import pytest
+
+from maskformer.config import TrainConfig
+from maskformer.training.optimizer import LearningRateSchedule, build_optimizer
+
+class Tiny(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.backbone = keras.layers.Dense(3, name="backbone")
+        self.head = keras.layers.Dense(2, name="head")
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
+
+    def call(self, x):
+        return self.norm(self.head(self.backbone(x)))
+
+def test_matches_torch_adamw_param_groups():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 5)).astype(np.float32)
+    y = rng.normal(size=(4, 2)).astype(np.float32)
+    model = Tiny()
+    model(x)
+    config = TrainConfig(learning_rate=0.05, weight_decay=0.1, backbone_multiplier=0.1,
+                         clip_norm=0.0, schedule="constant", steps=10)
+    optimizer = build_optimizer(config)
+    optimizer.epsilon = 0.0  # Keras and PyTorch place epsilon differently; compare without it
+
+    params = {v.path: torch.tensor(np.asarray(v), requires_grad=True)
+              for v in model.trainable_variables}
+    groups = [
+        {"params": [p for k, p in params.items() if "backbone" in k], "lr": 0.005},
+        {"params": [p for k, p in params.items() if "head" in k], "lr": 0.05},
+        {"params": [p for k, p in params.items() if "norm" in k], "lr": 0.05, "weight_decay": 0},
+    ]
+    reference = torch.optim.AdamW(groups, lr=0.05, weight_decay=0.1, eps=0.0)
+
+    def torch_loss():
+        v = {k.split("/")[-2] + "/" + k.split("/")[-1]: p for k, p in params.items()}
+        h = torch.from_numpy(x) @ v["backbone/kernel"] + v["backbone/bias"]
+        h = h @ v["head/kernel"] + v["head/bias"]
+        h = torch.nn.functional.layer_norm(h, (2,), v["norm/gamma"], v["norm/beta"], eps=1e-5)
+        return ((h - torch.from_numpy(y)) ** 2).mean()
+
+    for _ in range(3):
+        reference.zero_grad()
+        torch_loss().backward()
+        reference.step()
+
+        with tf.GradientTape() as tape:
+            loss = keras.ops.mean((model(x) - y) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+    for v in model.trainable_variables:
+        np.testing.assert_allclose(np.asarray(v), params[v.path].detach().numpy(), rtol=1e-4,
+                                   atol=1e-5, err_msg=v.path)
+
+def test_schedules():
+    step = LearningRateSchedule(1.0, 100, "step", [50, 80], 0.1)
+    assert [float(step(s)) for s in (0, 49, 50, 80)] == pytest.approx([1, 1, 0.1, 0.01])
+    poly = LearningRateSchedule(1.0, 100, "poly", power=0.9)
+    assert float(poly(50)) == pytest.approx(0.5**0.9, rel=1e-5)
+    warm = LearningRateSchedule(1.0, 100, "constant", warmup_steps=10)
+    assert float(warm(0)) == pytest.approx(0.1) and float(warm(20)) == pytest.approx(1.0)
+
+def test_clipping_is_global_norm():
+    optimizer = build_optimizer(TrainConfig(clip_norm=0.01))
+    assert optimizer.global_clipnorm == 0.01 and optimizer.clipnorm is None
