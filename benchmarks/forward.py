@@ -74,8 +74,8 @@ def main() -> None:
         t_xla = timed(lambda x=x: xla(x)["pred_masks"].numpy(), args.runs)
         rows.append((size, t_torch, t_graph, t_xla, err))
 
-    print(f"\n| size | HF PyTorch (s) | ours TF graph (s) | ours XLA (s) | graph / PyTorch "
-          f"| XLA / PyTorch | max rel. diff |")
+    print("\n| size | HF PyTorch (s) | ours TF graph (s) | ours XLA (s) | graph / PyTorch "
+          "| XLA / PyTorch | max rel. diff |")
     print("|---|---|---|---|---|---|---|")
     for size, t_torch, t_graph, t_xla, err in rows:
         print(f"| {size} | {t_torch:.3f} | {t_graph:.3f} | {t_xla:.3f} | {t_graph / t_torch:.2f} "

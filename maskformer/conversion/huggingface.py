@@ -119,7 +119,7 @@ def rename_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         parts = [renamed.get(f"{prefix}.{p}_proj.{leaf}") for p in "qkv"]
         if any(p is None for p in parts):
             raise CheckpointError(f"{prefix}: q, k and v projections must all be present "
-                                  f"(found {[p for p, v in zip('qkv', parts) if v is not None]})")
+                                  f"(found {[p for p, v in zip('qkv', parts, strict=True) if v is not None]})")
         fused[f"{prefix}.in_proj_{leaf}"] = np.concatenate(parts, axis=0)
     return fused
 

@@ -21,7 +21,6 @@ from maskformer.conversion.safe_pickle import (
     load_state_dict,
 )
 from maskformer.modeling.maskformer import MaskFormer
-
 from tests.modeling.test_official import config_from_reference, load_reference, to_old_names
 
 
