@@ -18,6 +18,36 @@ from maskformer.objective.criterion import build_criterion
 from maskformer.training.optimizer import build_optimizer
 
 
+class LastValue(keras.metrics.Metric):
+    """The value of the latest step (not a running mean): per-step losses for the logs."""
+
+    def __init__(self, name: str = "step_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+
+    def update_state(self, value):
+        self.value.assign(keras.ops.cast(value, self.dtype))
+
+    def result(self):
+        return self.value
+
+    def reset_state(self):
+        self.value.assign(0.0)
+
+
+def _replicas() -> int:
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _scale_for_replicas(loss):
+    """Divides by the replicas in sync: the optimizer sums replica gradients (TF backend)."""
+    if keras.backend.backend() == "tensorflow" and _replicas() > 1:
+        loss = loss / _replicas()
+    return loss
+
+
 class MaskFormerTrainer(keras.Model):
     """Wraps a MaskFormer and its criterion so that `fit` trains it.
 
@@ -32,6 +62,7 @@ class MaskFormerTrainer(keras.Model):
         self.term_trackers: dict[str, keras.metrics.Mean] = {}
         for name in self._term_names():
             self.term_trackers[name] = keras.metrics.Mean(name=name)
+        self.step_loss = LastValue("step_loss")
 
     def _term_names(self) -> list[str]:
         names = ["loss_ce", "loss_mask", "loss_dice"]
@@ -48,13 +79,14 @@ class MaskFormerTrainer(keras.Model):
         for name, tracker in self.term_trackers.items():
             if name in terms:
                 tracker.update_state(terms[name])
-        # Keras adds regularisation losses of layers (none here) through the base method.
-        return total + super().compute_loss(x, y, y_pred=None, sample_weight=sample_weight,
-                                            training=training) if self.losses else total
+        if keras.backend.backend() != "tensorflow" or _replicas() == 1:
+            # Under tf.distribute a last-value metric would sum the replicas on read.
+            self.step_loss.update_state(total)
+        return _scale_for_replicas(total)
 
     @property
     def metrics(self):
-        return super().metrics + list(self.term_trackers.values())
+        return [*super().metrics, *self.term_trackers.values(), self.step_loss]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +112,7 @@ def save_checkpoint(trainer: MaskFormerTrainer, model_dir: str | Path, step: int
     folder = Path(model_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {f"net/{i}": np.asarray(keras.ops.convert_to_numpy(v))
-              for i, v in enumerate(trainer.network.weights)}
+              for i, v in enumerate(trainer.network.variables)}
     arrays.update({f"opt/{i}": np.asarray(keras.ops.convert_to_numpy(v))
                    for i, v in enumerate(trainer.optimizer.variables)})
     arrays["step"] = np.asarray(step)
@@ -98,11 +130,11 @@ def restore_checkpoint(trainer: MaskFormerTrainer, path: str | Path) -> int:
     with np.load(path) as data:
         net = [k for k in data.files if k.startswith("net/")]
         opt = [k for k in data.files if k.startswith("opt/")]
-        if len(net) != len(trainer.network.weights) or len(opt) != len(trainer.optimizer.variables):
+        if len(net) != len(trainer.network.variables) or len(opt) != len(trainer.optimizer.variables):
             raise ValueError(f"{path}: checkpoint does not fit this model and optimizer "
-                             f"({len(net)}/{len(trainer.network.weights)} network variables, "
+                             f"({len(net)}/{len(trainer.network.variables)} network variables, "
                              f"{len(opt)}/{len(trainer.optimizer.variables)} optimizer variables)")
-        for i, v in enumerate(trainer.network.weights):
+        for i, v in enumerate(trainer.network.variables):
             v.assign(data[f"net/{i}"])
         for i, v in enumerate(trainer.optimizer.variables):
             v.assign(data[f"opt/{i}"])
