@@ -104,12 +104,15 @@ def crop_and_resize(x, valid_sizes, output_sizes, output_shape: Sequence[int]):
 
 
 def upsample_bilinear(x, size: Sequence[int]):
-    """Bilinear resize of [B, C, h, w] to [B, C, *size] (align_corners=False, no antialiasing)."""
-    batch = ops.shape(x)[0]
-    h, w = ops.shape(x)[2], ops.shape(x)[3]
-    in_sizes = ops.broadcast_to(ops.convert_to_tensor([[h, w]], "int32"), (batch, 2))
-    out_sizes = ops.broadcast_to(ops.convert_to_tensor([list(size)], "int32"), (batch, 2))
-    return crop_and_resize(x, in_sizes, out_sizes, size)
+    """Bilinear resize of [B, C, h, w] to [B, C, *size] (align_corners=False, no antialiasing).
+
+    One size for the whole batch, so the backend's resize kernel does it (half-pixel centres and
+    antialias=False match PyTorch's F.interpolate to float32 rounding on TensorFlow and JAX).
+    """
+    return ops.image.resize(
+        ops.cast(x, "float32"), tuple(int(v) for v in size), interpolation="bilinear",
+        antialias=False, data_format="channels_first",
+    )
 
 
 def _pixel_validity(output_sizes, shape: Sequence[int]):

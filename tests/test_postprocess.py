@@ -358,6 +358,16 @@ def test_crop_and_resize_matches_pytorch(in_size, valid, out):
                                np_resize_bilinear(x[0, :, : valid[0], : valid[1]], *out), atol=2e-5)
 
 
+@pytest.mark.parametrize("in_size,out", [((25, 33), (97, 131)), ((6, 8), (24, 32)), ((20, 24), (11, 30))])
+def test_upsample_bilinear_matches_pytorch(in_size, out):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(8).normal(0, 3, size=(2, 3, *in_size)).astype(np.float32)
+    got = _np(compiled(lambda v: postprocess.upsample_bilinear(v, out))(x))
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=out, mode="bilinear",
+                                               align_corners=False).numpy()
+    np.testing.assert_allclose(got, expected, atol=3e-5, rtol=0)
+
+
 def test_crop_and_resize_with_different_sizes_per_image():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(3, 2, 16, 20)).astype(np.float32)
