@@ -146,14 +146,20 @@ class TrainConfig:
 class EvalConfig:
     """Inference and evaluation."""
 
-    object_mask_threshold: float = 0.8
-    overlap_threshold: float = 0.8
+    object_mask_threshold: float = 0.8  # panoptic: a query needs a top score above this
+    overlap_threshold: float = 0.8  # panoptic: won area / own mask area needed to keep a segment
     batch_size: int = 8
     test_short_edge: int = 800
     test_max_size: int = 1333
     panoptic: bool = True
     semantic: bool = True
     instance: bool = False
+    instance_top_k: int = 100  # (query, class) pairs kept per image for instance output
+    instance_things_only: bool = True  # panoptic-trained models: instances of thing classes only
+    # Resize mask logits before the semantic combination (forced when panoptic is on, as in the
+    # original); otherwise the class-score map is resized.
+    sem_seg_postprocess_before_inference: bool = False
+    ignore_label: int = 255  # semantic ground truth label that is not evaluated
 
 
 @dataclass
