@@ -15,6 +15,9 @@ if [ ! -f "$stamp" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[test,reference]"
+  # The COCO reference PQ implementation used by the tests; its metadata pins numpy<2, which
+  # its evaluation code does not need.
+  "$VENV/bin/python" -m pip install -q --no-deps "panopticapi-lite==0.2.0"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
