@@ -226,9 +226,11 @@ class SetCriterion:
         matched_query = query_to_target >= 0  # [B, Q]
 
         # Classification over all queries; unmatched ones are "no object" (index K).
-        safe_target = ops.maximum(query_to_target, 0)
-        matched_label = ops.take_along_axis(labels, safe_target, axis=1)  # [B, Q]
-        target_classes = ops.where(matched_query, matched_label, self.num_classes)
+        target_classes = ops.full((batch, num_queries), self.num_classes, dtype="int32")
+        if num_targets > 0:
+            safe_target = ops.maximum(query_to_target, 0)
+            matched_label = ops.take_along_axis(labels, safe_target, axis=1)  # [B, Q]
+            target_classes = ops.where(matched_query, matched_label, target_classes)
         target_classes = ops.clip(target_classes, 0, num_logits - 1)
         log_probs = ops.log_softmax(pred_logits, axis=-1)  # [B, Q, K+1]
         nll = -ops.take_along_axis(log_probs, target_classes[:, :, None], axis=2)[:, :, 0]
@@ -278,18 +280,29 @@ class SetCriterion:
             returns them) plus `matcher_nonfinite_costs`, the number of non-finite matching
             costs that were replaced (0 in healthy training; not part of the total).
         """
+        total, terms, _ = self.compute(outputs, targets)
+        return total, terms
+
+    def compute(self, outputs: dict[str, Any], targets: dict[str, Any]):
+        """Like `__call__`, also returning the assignments: (total, terms, matches).
+
+        `matches` is a list of [B, Q] int32 target indices (-1: no object), final output first,
+        then auxiliary outputs 0, 1, ...
+        """
         masks, labels, valid, pixel_valid = self._read_targets(targets)
         local_count = ops.sum(ops.cast(valid, "float32"))
         num_masks = ops.maximum(replica_mean(local_count, self.replica_axis_name), 1.0)
         num_masks = ops.stop_gradient(num_masks)
 
         terms: dict[str, Any] = {}
+        matches = []
         total = 0.0
         num_bad = 0
         for suffix, pred_logits, pred_masks in self._layers(outputs):
             query_to_target, bad = self.match_layer(
                 pred_logits, pred_masks, labels, masks, valid, pixel_valid
             )
+            matches.append(query_to_target)
             num_bad = num_bad + ops.sum(bad)
             losses = self._layer_losses(pred_logits, pred_masks, query_to_target, labels, masks,
                                         valid, pixel_valid, num_masks)
@@ -297,7 +310,7 @@ class SetCriterion:
                 terms[name + suffix] = value
                 total = total + self.weights[name] * value
         terms["matcher_nonfinite_costs"] = ops.cast(num_bad, "float32")
-        return total, terms
+        return total, terms, matches
 
 
 def build_criterion(loss_config: LossConfig, num_classes: int) -> SetCriterion:

@@ -26,3 +26,16 @@ def to_numpy(tree):
     if isinstance(tree, (list, tuple)):
         return type(tree)(to_numpy(v) for v in tree)
     return np.asarray(keras.ops.convert_to_numpy(tree))
+
+
+def quick(fn):
+    """The quickest way to run `fn` on tiny test shapes.
+
+    TensorFlow: eagerly (the loops run op by op; no compile). JAX: `jax.jit`, because eager
+    `lax.while_loop` compiles its body anew on every call.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn

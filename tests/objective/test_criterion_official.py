@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from maskformer.objective.criterion import SetCriterion
-from tests.objective.helpers import compiled, to_numpy
+from tests.objective.helpers import quick, to_numpy
 
 FILE = "criterion_cases.npz"
 
@@ -53,8 +53,7 @@ def test_matching_and_losses_equal_the_original(cases, case):
     criterion = SetCriterion(config["num_classes"], no_object_weight=config["eos_coef"])
     outputs, targets, counts = _case(z, key)
 
-    total, terms = to_numpy(compiled(criterion)(outputs, targets))
-    matches = to_numpy(criterion.match_outputs(outputs, targets))
+    total, terms, matches = to_numpy(quick(criterion.compute)(outputs, targets))
 
     for layer, name in enumerate(["final", "aux_0", "aux_1"]):
         for b, count in enumerate(counts):
