@@ -208,12 +208,6 @@ class SetCriterion:
         )
         return match(cost, valid, self.matcher)
 
-    def match_outputs(self, outputs: dict[str, Any], targets: dict[str, Any]) -> list[Any]:
-        """The assignment of every output (final first, then aux 0, 1, ...): [B, Q] each."""
-        masks, labels, valid, pixel_valid = self._read_targets(targets)
-        return [self.match_layer(logits, pred, labels, masks, valid, pixel_valid)[0]
-                for _, logits, pred in self._layers(outputs)]
-
     # -- losses -----------------------------------------------------------------------------
 
     def _layer_losses(self, pred_logits, pred_masks, query_to_target, labels, masks, valid,
