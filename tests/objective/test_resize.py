@@ -1,0 +1,58 @@
+"""PyTorch's F.interpolate semantics (nearest legacy rule, bilinear half-pixel) on both backends."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskformer.objective.resize import bilinear_resize, nearest_indices, nearest_resize
+from tests.objective.helpers import to_numpy
+
+SIZES = [(24, 96), (25, 97), (18, 70), (22, 85), (76, 151), (7, 13), (13, 25), (16, 32),
+         (97, 25), (70, 18), (128, 512), (33, 33), (100, 30), (70, 30)]
+
+
+@pytest.mark.parametrize("out_size,in_size", SIZES)
+def test_nearest_indices_equal_pytorch(out_size, in_size):
+    x = torch.arange(in_size, dtype=torch.float32)[None, None, :, None]
+    ref = F.interpolate(x, size=(out_size, 1), mode="nearest")[0, 0, :, 0].long().numpy()
+    np.testing.assert_array_equal(nearest_indices(in_size, out_size), ref)
+
+
+def test_nearest_resize_of_masks_equals_pytorch():
+    rng = np.random.default_rng(0)
+    masks = (rng.random((2, 3, 97, 131)) > 0.5).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(masks), size=(25, 33), mode="nearest").numpy()
+    np.testing.assert_array_equal(to_numpy(nearest_resize(masks, (25, 33))), ref)
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [
+    ((24, 32), (96, 128)),   # 4x up
+    ((25, 33), (97, 131)),   # odd, not a multiple
+    ((18, 22), (70, 85)),
+    ((40, 36), (17, 25)),    # downsampling: no antialiasing in PyTorch
+    ((64, 64), (20, 9)),     # strong downsampling
+    ((30, 10), (12, 47)),    # down in one axis, up in the other
+])
+def test_bilinear_resize_equals_pytorch(in_hw, out_hw):
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 3, (2, 3) + in_hw).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(x), size=out_hw, mode="bilinear",
+                        align_corners=False).numpy()
+    np.testing.assert_allclose(to_numpy(bilinear_resize(x, out_hw)), ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_size", [4, 25, 97, 133, 199])
+@pytest.mark.parametrize("out_size", [1, 15, 100, 397, 800])
+def test_bilinear_taps_equal_pytorch_exactly(in_size, out_size):
+    """The interpolation matrix PyTorch applies (read off from an identity input), bit for bit."""
+    from maskformer.objective.resize import bilinear_weights
+
+    eye = torch.eye(in_size, dtype=torch.float32)[None, :, :, None]
+    ref = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)[0, :, :, 0]
+    index0, index1, weight0, weight1 = bilinear_weights(in_size, out_size)
+    ours = np.zeros((in_size, out_size), np.float32)
+    np.add.at(ours, (index0, np.arange(out_size)), weight0)
+    np.add.at(ours, (index1, np.arange(out_size)), weight1)
+    np.testing.assert_array_equal(ours, ref.numpy())
+
