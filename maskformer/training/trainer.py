@@ -29,7 +29,7 @@ class LastValue(keras.metrics.Metric):
         self.value.assign(keras.ops.cast(value, self.dtype))
 
     def result(self):
-        return self.value
+        return keras.ops.convert_to_tensor(self.value)
 
     def reset_state(self):
         self.value.assign(0.0)
