@@ -134,3 +134,23 @@ def maskformer_smoke_fpn() -> ExperimentConfig:
     config = maskformer_smoke()
     config.model = _tiny_model("fpn", num_classes=7)
     return config
+
+
+@register
+def maskformer_demo() -> ExperimentConfig:
+    """Small model for the built-in shapes dataset (3 things, 2 stuff): trains on a CPU."""
+    config = ExperimentConfig(
+        model=_tiny_model("transformer_encoder", num_classes=5),
+        data=DataConfig(output_size=[96, 96], max_instances=12,
+                        min_scale_sizes=[80, 88, 96, 104, 112], max_size=192,
+                        crop_short_edges=[80, 96, 112], crop_range=[64, 96],
+                        eval_short_edge=96, eval_max_size=192, eval_output_size=[96, 96],
+                        eval_map_size=[96, 96], shuffle_buffer=512),
+        train=TrainConfig(global_batch_size=8, steps=1500, learning_rate=3e-4,
+                          schedule="step", step_boundaries=[1200], clip_norm=0.01,
+                          checkpoint_every=500, log_every=50),
+        eval=EvalConfig(batch_size=16),
+    )
+    config.model.num_queries = 20
+    config.model.dropout = 0.0
+    return config

@@ -3,6 +3,7 @@ the optimizer recipe, distribution strategies and checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import os
@@ -195,8 +196,13 @@ def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
 
 
 def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = None,
-          steps_per_epoch: int | None = None, verbose: int = 1, callbacks=()) -> dict:
+          steps_per_epoch: int | None = None, verbose: int = 1, callbacks=(),
+          strategy=None) -> dict:
     """Trains `config` into `model_dir`, resuming from its latest checkpoint.
+
+    Args:
+        strategy: a `tf.distribute.Strategy` (TensorFlow backend); each replica gets
+            `global_batch_size / replicas` images and its own share of the input files.
 
     Returns:
         {"history": per-step logs, "step": the final step, "trainer": the trainer}.
@@ -208,8 +214,10 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     save_yaml(config, model_dir / "config.yaml")
     keras.utils.set_random_seed(config.train.seed)
     total = steps if steps is not None else config.train.steps
-    trainer = build_trainer(config)
-    trainer.optimizer.build(trainer.trainable_variables)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        trainer = build_trainer(config)
+        trainer.optimizer.build(trainer.trainable_variables)
 
     start = 0
     found = checkpoint_paths(model_dir)
@@ -219,8 +227,17 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     if start >= total:
         return {"history": [], "step": start, "trainer": trainer}
 
-    dataset = build_dataset(config.data, config.data.train_files, training=True,
-                            batch_size=config.train.global_batch_size)
+    # Resuming continues the data stream where the checkpoint left it.
+    skip = start * config.train.global_batch_size
+    if strategy is None:
+        dataset = build_dataset(config.data, config.data.train_files, training=True,
+                                batch_size=config.train.global_batch_size, skip=skip)
+    else:
+        dataset = strategy.distribute_datasets_from_function(
+            lambda context: build_dataset(config.data, config.data.train_files, training=True,
+                                          batch_size=config.train.global_batch_size,
+                                          input_context=context,
+                                          skip=skip // context.num_input_pipelines))
     per_epoch = min(steps_per_epoch or total - start, total - start)
     epochs = math.ceil((total - start) / per_epoch)
     history = History()
