@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,8 +231,10 @@ def convert(images: str | Path, annotations: str | Path, masks: str | Path, out:
                             description=f"coco-panoptic {Path(out).name}", progress=progress,
                             log=log)
     for path in missing_annotation:
+        message = f"{path}: no entry in {annotations.name}'s annotations"
         report.skipped["missing annotation"] += 1
-        report.problems.append(f"{path}: no entry in {annotations.name}'s annotations")
+        report.problems.append(message)
+        (log or (lambda line: print(line, file=sys.stderr)))(f"skipped {message}")
     info = report.as_dict()
     info["source"] = {"annotations": str(annotations)}
     update_dataset_info(out, "coco_panoptic", categories, info)

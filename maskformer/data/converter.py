@@ -26,9 +26,9 @@ class BadInput(Exception):
 
     Attributes:
       kind: a short stable name of the problem (the key of the summary counts), one of
-        "missing image", "corrupt image", "missing mask", "corrupt mask", "size mismatch",
-        "segment not in annotation", "segment not in mask", "unknown category",
-        "missing annotation".
+        "missing image", "corrupt image", "missing mask", "corrupt mask", "missing label",
+        "corrupt label", "size mismatch", "segment not in annotation", "segment not in mask",
+        "unknown category", "missing annotation".
       path: the file concerned.
       reason: a sentence for the user.
     """
@@ -97,8 +97,11 @@ def run_conversion(tasks: Sequence[Any], fn: Callable[[Any], Sample], prefix: st
     items = [(fn, t) for t in tasks]
     pool = None
     if num_workers > 1 and len(items) > 1:
-        # Workers use only numpy and PIL; "spawn" keeps them free of the parent's TF state.
-        pool = multiprocessing.get_context("spawn").Pool(num_workers)
+        # Workers use only numpy and PIL (never TensorFlow), so forking a process that has
+        # TensorFlow loaded is safe, and unlike "spawn" it does not re-import the caller's script.
+        methods = multiprocessing.get_all_start_methods()
+        pool = multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(
+            num_workers)
         results = pool.imap(_call, items, chunksize=4)
     else:
         results = map(_call, items)
