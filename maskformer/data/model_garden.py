@@ -39,7 +39,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from maskformer.data.records import DataError
+from maskformer.data.records import DataError, decode_image
 
 CATEGORY_MASK_KEY = "image/panoptic/category_mask"
 INSTANCE_MASK_KEY = "image/panoptic/instance_mask"
@@ -96,8 +96,7 @@ def parse_record(serialized, lookup: list[int]):
         INSTANCE_MASK_KEY: tf.io.FixedLenFeature([], tf.string),
     }
     parsed = tf.io.parse_single_example(serialized, spec)
-    image = tf.ensure_shape(tf.io.decode_image(parsed["image/encoded"], channels=3,
-                                               expand_animations=False), [None, None, 3])
+    image = decode_image(parsed["image/encoded"])
     category = tf.cast(tf.io.decode_png(parsed[CATEGORY_MASK_KEY], channels=1)[..., 0], tf.int32)
     instance = tf.cast(tf.io.decode_png(parsed[INSTANCE_MASK_KEY], channels=1)[..., 0], tf.int32)
     key = tf.where(category > 0, category * 256 + instance, 0)
