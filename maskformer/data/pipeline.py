@@ -128,7 +128,9 @@ def build_targets(segment_map, categories, iscrowd, max_instances: int, drop_emp
     n = tf.shape(index)[0]
     masks = tf.cast(tf.equal(segment_map[None], index[:, None, None]), mask_dtype)  # [n, H, W]
     masks = tf.pad(masks, [[0, max_instances - n], [0, 0], [0, 0]])
+    masks = tf.ensure_shape(masks, [max_instances] + segment_map.shape.as_list())
     labels = tf.pad(tf.gather(categories, index - 1), [[0, max_instances - n]])
+    labels = tf.ensure_shape(labels, [max_instances])
     valid = tf.range(max_instances) < n
     return {"masks": masks, "labels": labels, "valid": valid, "num_segments": num_segments,
             "num_truncated": num_truncated}
@@ -219,8 +221,8 @@ class _Preprocessor:
         targets.update({
             "pixel_valid": pixel_valid,
             "image_id": example["image_id"],
-            "original_size": original_size,
-            "image_size": image_size,
+            "original_size": tf.ensure_shape(original_size, [2]),
+            "image_size": tf.ensure_shape(image_size, [2]),
             "segment_map": map_source,
             "semantic_map": semantic,
             "crowd_map": crowd,
