@@ -59,12 +59,20 @@ def shortest_edge_size(height, width, short_edge, max_size):
 
 
 def resize(image, segment_map, new_h, new_w):
-    """Resizes the image (bilinear, antialiased, rounded) and the map (nearest)."""
-    image = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]),
-                            method="bilinear", antialias=True)
+    """Resizes the image (bilinear, antialiased when shrinking, rounded) and the map (nearest).
+
+    PIL's bilinear filter widens its support when shrinking (antialiasing) and is plain
+    half-pixel bilinear when enlarging; `tf.image.resize(antialias=True)` does the same but is
+    several times slower, so it is used only when an axis shrinks.
+    """
+    image = tf.cast(image, tf.float32)
+    size = tf.stack([new_h, new_w])
+    shrinks = tf.reduce_any(size < tf.shape(image)[:2])
+    image = tf.cond(shrinks,
+                    lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
+                    lambda: tf.image.resize(image, size, method="bilinear"))
     image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
-    segment_map = tf.image.resize(segment_map[..., None], tf.stack([new_h, new_w]),
-                                  method="nearest")[..., 0]
+    segment_map = tf.image.resize(segment_map[..., None], size, method="nearest")[..., 0]
     return image, segment_map
 
 

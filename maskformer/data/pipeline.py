@@ -126,8 +126,9 @@ def build_targets(segment_map, categories, iscrowd, max_instances: int, drop_emp
                 tf.no_op)
     index = index[:max_instances]
     n = tf.shape(index)[0]
-    masks = tf.cast(tf.equal(segment_map[None], index[:, None, None]), mask_dtype)  # [n, H, W]
-    masks = tf.pad(masks, [[0, max_instances - n], [0, 0], [0, 0]])
+    # Padding slots get index -1, which no pixel has: the comparison builds all N masks at once.
+    slots = tf.pad(index, [[0, max_instances - n]], constant_values=-1)
+    masks = tf.cast(tf.equal(segment_map[None], slots[:, None, None]), mask_dtype)  # [N, H, W]
     masks = tf.ensure_shape(masks, [max_instances] + segment_map.shape.as_list())
     labels = tf.pad(tf.gather(categories, index - 1), [[0, max_instances - n]])
     labels = tf.ensure_shape(labels, [max_instances])

@@ -120,7 +120,6 @@ def test_training_targets_from_records_are_aligned_and_static(tmp_path):
             h, w = t["image_size"][b].numpy()
             assert pix[:h, :w].all() and pix.sum() == h * w
             assert not images[b].numpy()[~pix].any()  # padding is 0
-            red = images[b].numpy()[..., 0]
             # The target masks, the crowd map and the segment map agree with the image.
             smap = t["segment_map"][b].numpy()
             for slot, k in enumerate([1, 2, 4]):  # segment indices of the non-crowd targets
@@ -285,3 +284,14 @@ def test_bad_record_format_and_missing_files_are_clear(tmp_path):
     path = write_records(tmp_path / "r.tfrecord", [sample_from_arrays(image, smap, [0])])
     with pytest.raises(records.DataError, match="needs data.dataset_info"):
         pipeline.build_dataset(_small_config(record_format="model_garden"), path, True, 2)
+
+
+def test_resize_matches_pil_bilinear_like_detectron2():
+    """detectron2 resizes uint8 images with PIL's bilinear filter (antialiased when shrinking);
+    PIL works in fixed point, so values agree to one level."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    for h, w in [(80, 113), (20, 29), (37, 90)]:
+        ours, _ = augment.resize(image, np.zeros((37, 53), np.int32), h, w)
+        pil = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        assert np.abs(ours.numpy() - pil).max() <= 1
