@@ -103,20 +103,43 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    """Where the data is and how it is fed."""
+    """Where the data is and how it is fed (docs/datasets.md).
+
+    `output_size` [H, W] pads (and, for training, cuts) every image to a fixed size so that all
+    shapes are static; an empty list pads each batch to its largest image rounded up to
+    `size_divisibility` instead. Evaluation pads to `eval_output_size` (default `output_size`)
+    and never cuts.
+    """
 
     dataset: str = "coco_panoptic"  # "coco_panoptic" | "ade20k_semantic"
     train_files: str = ""
     val_files: str = ""
     dataset_info: str = ""  # dataset.json written by the converters
+    record_format: str = "maskformer"  # "maskformer" | "model_garden" (needs dataset_info)
     augmentation: str = "coco_panoptic"  # "coco_panoptic" | "ade20k" | "none"
     output_size: list[int] = field(default_factory=lambda: [640, 640])
+    size_divisibility: int = 0  # with output_size = []
+    # COCO panoptic augmentation (also the short edges of the ADE20K one).
     min_scale_sizes: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))
     max_size: int = 1333
+    crop_short_edges: list[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_range: list[int] = field(default_factory=lambda: [384, 600])
+    # ADE20K augmentation: crop, colour jitter, and the value the original pads the crop with
+    # (up to crop_size; those pixels are image to the model, ignore to the targets).
     crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    color_jitter: bool = True
+    crop_pad_value: float = 128.0
+    # Evaluation: shortest-edge resize keeping the aspect ratio.
+    eval_short_edge: int = 800
+    eval_max_size: int = 1333
+    eval_output_size: list[int] = field(default_factory=list)
+    eval_map_size: list[int] = field(default_factory=list)  # [] = maps at the resized size
     max_instances: int = 100
+    mask_dtype: str = "uint8"  # "uint8" | "float32"
     shuffle_buffer: int = 256
     deterministic: bool = False
+    seed: int | None = None  # None: a fresh seed per run (0 when deterministic)
+    report_truncation: bool = True  # print a line when an image has > max_instances segments
 
 
 @dataclass
