@@ -171,9 +171,7 @@ class EvalConfig:
 
     object_mask_threshold: float = 0.8  # panoptic: a query needs a top score above this
     overlap_threshold: float = 0.8  # panoptic: won area / own mask area needed to keep a segment
-    batch_size: int = 8
-    test_short_edge: int = 800
-    test_max_size: int = 1333
+    batch_size: int = 8  # the test-time resize is data.eval_short_edge / data.eval_max_size
     panoptic: bool = True
     semantic: bool = True
     instance: bool = False

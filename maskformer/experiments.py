@@ -75,11 +75,12 @@ def _ade20k_semantic(depth: int) -> ExperimentConfig:
             size_divisibility=32,
         ),
         data=DataConfig(dataset="ade20k_semantic", augmentation="ade20k", output_size=[512, 512],
-                        crop_size=[512, 512]),
+                        crop_size=[512, 512], min_scale_sizes=list(range(256, 1025, 32)),
+                        max_size=2048, eval_short_edge=512, eval_max_size=2048,
+                        eval_output_size=[], size_divisibility=32),
         train=TrainConfig(global_batch_size=16, steps=160_000, schedule="poly", poly_power=0.9,
                           step_boundaries=[]),
-        eval=EvalConfig(panoptic=False, semantic=True, object_mask_threshold=0.7,
-                        test_short_edge=512, test_max_size=2048),
+        eval=EvalConfig(panoptic=False, semantic=True, object_mask_threshold=0.7),
     )
 
 
@@ -121,10 +122,12 @@ def maskformer_smoke() -> ExperimentConfig:
     return ExperimentConfig(
         model=_tiny_model("transformer_encoder", num_classes=7),
         data=DataConfig(output_size=[64, 64], max_instances=16, min_scale_sizes=[48, 64],
-                        max_size=128, shuffle_buffer=16),
+                        max_size=128, crop_short_edges=[48, 64], crop_range=[40, 64],
+                        eval_short_edge=64, eval_max_size=128, eval_output_size=[128, 128],
+                        shuffle_buffer=16),
         train=TrainConfig(global_batch_size=2, steps=10, schedule="constant", step_boundaries=[],
                           checkpoint_every=5, log_every=1),
-        eval=EvalConfig(batch_size=2, test_short_edge=64, test_max_size=128),
+        eval=EvalConfig(batch_size=2),
     )
 
 

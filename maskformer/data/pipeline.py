@@ -158,8 +158,9 @@ class _Preprocessor:
                             "'ade20k_semantic'")
         if config.mask_dtype not in ("uint8", "float32"):
             raise DataError(f"data.mask_dtype: {config.mask_dtype!r} is not uint8 or float32")
-        size = config.output_size if training else (config.eval_output_size or
-                                                    config.output_size)
+        # Evaluation pads to eval_output_size, or (empty) each batch to its largest image
+        # rounded up to size_divisibility: never to the training crop size.
+        size = config.output_size if training else config.eval_output_size
         if size and len(size) != 2:
             raise DataError(f"data.output_size: expected [height, width], got {size}")
         self.size = list(size) if size else None
@@ -251,8 +252,8 @@ def _padding_values(element_spec):
 
 
 def build_dataset(data_config: DataConfig, files: str | Sequence[str], training: bool,
-                  batch_size: int, input_context: tf.distribute.InputContext | None = None
-                  ) -> tf.data.Dataset:
+                  batch_size: int, input_context: tf.distribute.InputContext | None = None,
+                  skip: int = 0) -> tf.data.Dataset:
     """The input pipeline.
 
     Args:
@@ -265,6 +266,8 @@ def build_dataset(data_config: DataConfig, files: str | Sequence[str], training:
       input_context: from `tf.distribute.Strategy.distribute_datasets_from_function`; each
         input pipeline reads its own share of the files (of the records when there are fewer
         files than pipelines).
+      skip: examples of this pipeline's stream to skip (resuming at a step); cheap, as it
+        happens before decoding. Exact when `data.seed` is set or `deterministic` is on.
 
     Returns:
       A dataset of ``(images, targets)``, see the module docstring.
@@ -296,6 +299,10 @@ def build_dataset(data_config: DataConfig, files: str | Sequence[str], training:
         ds = ds.shuffle(max(c.shuffle_buffer, 1), seed=seed, reshuffle_each_iteration=True)
         ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    if skip:
+        # Resuming: skip the examples already trained on, before any decoding, so that the
+        # stream (records and their augmentation seeds) continues exactly.
+        ds = ds.skip(skip)
 
     def process(serialized, element_seed):
         return preprocessor(parser(serialized), element_seed)

@@ -106,7 +106,7 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
     results["steps"] = result["step"]
     write_results(results, out / "metrics.json")
     _write_report(out, config, results, history, overlays)
-    pq = results["panoptic"]["All"]["pq"] if "panoptic" in results else float("nan")
+    pq = results["panoptic"]["All"]["PQ"] if "panoptic" in results else float("nan")
     print(f"done in {timings['total_s'] / 60:.1f} min: PQ {pq:.1f} on {results['num_images']} "
           f"validation images; see {out / 'report.md'}")
     return results
@@ -129,8 +129,8 @@ def _write_report(out: Path, config, results, history, overlays) -> None:
     for group in ("All", "Things", "Stuff"):
         if group in pq:
             r = pq[group]
-            lines.append(f"| PQ / SQ / RQ ({group}) | {r['pq']:.1f} / {r['sq']:.1f} / "
-                         f"{r['rq']:.1f} |")
+            lines.append(f"| PQ / SQ / RQ ({group}) | {r['PQ']:.1f} / {r['SQ']:.1f} / "
+                         f"{r['RQ']:.1f} |")
     if sem:
         lines.append(f"| mIoU | {sem.get('mIoU', float('nan')):.1f} |")
     lines += [

@@ -7,7 +7,6 @@ statistics are accumulated over the whole dataset before any ratio is taken.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +127,7 @@ def evaluate(model: keras.Model, config: ExperimentConfig, files: str | None = N
 def write_results(results: dict[str, Any], path: str | Path) -> None:
     from maskformer.evaluation.report import write_results_json
 
-    write_results_json({k: v for k, v in results.items() if not k.endswith("_table")}, path)
+    write_results_json(path, {k: v for k, v in results.items() if not k.endswith("_table")})
 
 
 def print_results(results: dict[str, Any]) -> None:

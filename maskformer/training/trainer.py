@@ -211,6 +211,9 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    if config.data.seed is None:
+        # A seeded stream, so that a resumed run sees the examples an uninterrupted one would.
+        config.data.seed = config.train.seed
     save_yaml(config, model_dir / "config.yaml")
     keras.utils.set_random_seed(config.train.seed)
     total = steps if steps is not None else config.train.steps

@@ -55,12 +55,12 @@ def side_by_side(pictures) -> Any:
 def save_overlays(model, config, out_dir: str | Path, count: int = 8,
                   scale: int = 2) -> list[Path]:
     """Image | ground truth | prediction for the first `count` validation images."""
+    from maskformer.postprocess import crop_to_output, panoptic_segments_info
     from maskformer.training.evaluate import (
         evaluate,
         ground_truth_segments,
         read_categories,
     )
-    from maskformer.postprocess import crop_to_output, panoptic_segments_info
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def _coded_example(h=48, w=64):
 def _small_config(**kw):
     base = dict(output_size=[64, 64], min_scale_sizes=[32, 48, 64], max_size=96,
                 crop_short_edges=[40, 56], crop_range=[24, 40], max_instances=8,
-                deterministic=True, seed=0, eval_short_edge=32, eval_max_size=64,
+                deterministic=True, seed=0, eval_short_edge=32, eval_max_size=64, eval_output_size=[64, 64],
                 shuffle_buffer=4)
     base.update(kw)
     return DataConfig(**base)
