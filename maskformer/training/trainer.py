@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import math
 import os
 import re
@@ -175,14 +176,23 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class History(keras.callbacks.Callback):
-    """Per-step logs (loss and terms), for the loss curve and tests."""
+    """Per-step logs (step, learning rate, losses), kept and appended to `path` (JSON lines)."""
 
-    def __init__(self):
+    def __init__(self, path: str | Path | None = None, start_step: int = 0):
         super().__init__()
         self.steps: list[dict[str, float]] = []
+        self.path = Path(path) if path else None
+        self.step = start_step
 
     def on_train_batch_end(self, batch, logs=None):
-        self.steps.append({k: float(v) for k, v in (logs or {}).items()})
+        self.step += 1
+        entry = {"step": self.step, **{k: float(v) for k, v in (logs or {}).items()}}
+        entry["learning_rate"] = float(keras.ops.convert_to_numpy(
+            self.model.optimizer.learning_rate))
+        self.steps.append(entry)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
 
 
 def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
@@ -243,10 +253,15 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
                                           skip=skip // context.num_input_pipelines))
     per_epoch = min(steps_per_epoch or total - start, total - start)
     epochs = math.ceil((total - start) / per_epoch)
-    history = History()
+    history = History(model_dir / "train_log.jsonl", start)
     ckpt = CheckpointCallback(model_dir, config.train.checkpoint_every,
                               config.train.keep_checkpoints, start)
     fit_callbacks = [history, StopOnNonFinite(), ckpt, *callbacks]
+    if keras.backend.backend() == "tensorflow":
+        # Scalars (every loss term, learning rate) every log_every steps.
+        fit_callbacks.append(keras.callbacks.TensorBoard(
+            log_dir=str(model_dir / "logs"), update_freq=max(config.train.log_every, 1),
+            write_graph=False))
     trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=verbose,
                 callbacks=fit_callbacks)
     return {"history": history.steps, "step": ckpt.step, "trainer": trainer}

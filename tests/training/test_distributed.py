@@ -1,0 +1,86 @@
+"""tf.distribute: the same global batch on two replicas gives the one-device loss trajectory.
+
+The per-replica losses are normalised by the number of masks averaged over replicas, so the
+mask terms add up to the global ones; the cross-entropy is a weighted mean per replica, which
+equals the global one when every replica has the same total weight, so the test sets the
+no-object weight to 1 (with 0.1 the replicas' means are weighted differently, as in the
+original's DistributedDataParallel training). Dropout is off and augmentation is off so that
+both runs see identical computations; the records are dealt to replicas in stream order.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import backend
+from tests.training.conftest import smoke_overrides
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(backend() != "tensorflow", reason="tf.distribute")]
+
+STEPS = 3
+
+
+def _overrides(records):
+    return smoke_overrides(records, **{"model.dropout": 0.0, "loss.no_object_weight": 1.0,
+                                       "data.augmentation": "none", "data.shuffle_buffer": 1,
+                                       "train.global_batch_size": 4, "train.steps": STEPS,
+                                       "train.checkpoint_every": 0})
+
+
+def _run(tmp_path, name, strategy, logical, records, env=None):
+    out = tmp_path / f"{name}.json"
+    command = [sys.executable, "-m", "tests.training.distributed_run", str(out),
+               str(tmp_path / name), strategy, str(logical), *_overrides(records)]
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(Path.cwd()),
+                   **(env or {})}
+    return command, environment, out
+
+
+def _trajectory(tmp_path, name, strategy, logical, records):
+    command, env, out = _run(tmp_path, name, strategy, logical, records)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_mirrored_two_devices_match_one_device(tmp_path, shapes_records):
+    single = _trajectory(tmp_path, "single", "default", 1, shapes_records)
+    mirrored = _trajectory(tmp_path, "mirrored", "mirrored", 2, shapes_records)
+    assert len(single) == len(mirrored) == STEPS
+    np.testing.assert_allclose(mirrored, single, rtol=1e-4)
+    assert single[0] != single[-1]  # the weights really changed
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_match_one_device(tmp_path, shapes_records):
+    single = _trajectory(tmp_path, "single", "default", 1, shapes_records)
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    processes, outputs = [], []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        command, env, out = _run(tmp_path, f"worker{index}", "multi_worker_mirrored", 1,
+                                 shapes_records, env={"TF_CONFIG": json.dumps(tf_config)})
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        outputs.append(out)
+    for p in processes:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    for out in outputs:
+        np.testing.assert_allclose(json.loads(out.read_text()), single, rtol=1e-4)
