@@ -70,29 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiments", help="list the registered experiments")
     p.set_defaults(func=cmd_experiments)
 
-    try:
-        from maskformer.data import cli as data_cli
-    except ImportError:
-        data_cli = None
-    if data_cli is not None:
-        data_cli.add_subcommands(sub)
-    try:
-        from maskformer.training import cli as training_cli
-    except ImportError:
-        training_cli = None
-    if training_cli is not None:
-        training_cli.add_subcommands(sub)
+    from maskformer.data import cli as data_cli
+    from maskformer.training import cli as training_cli
+
+    data_cli.add_subcommands(sub)
+    training_cli.add_subcommands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from maskformer.config import ConfigError
     from maskformer.conversion.safe_pickle import CheckpointError
+    from maskformer.data.records import DataError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
         print(f"maskformer {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
