@@ -154,6 +154,8 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        if getattr(self.model, "stop_training_nan", False):
+            return  # never overwrite the last good checkpoint with diverged weights
         if self.every > 0 and self.step % self.every == 0:
             save_checkpoint(self.model, self.model_dir, self.step, self.keep)
             self.last_saved = self.step
