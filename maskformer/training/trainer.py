@@ -266,4 +266,9 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
             write_graph=False))
     trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=verbose,
                 callbacks=fit_callbacks)
+    if not getattr(trainer, "stop_training_nan", False):
+        # config.yaml + model.weights.h5: what `load_model`, evaluate and predict read.
+        from maskformer.conversion.io import save_model
+
+        save_model(trainer.network, config, model_dir)
     return {"history": history.steps, "step": ckpt.step, "trainer": trainer}
