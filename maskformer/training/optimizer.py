@@ -91,6 +91,31 @@ class GroupedAdamW(keras.optimizers.Adam):
             variable.assign(variable * (1.0 - lr * self.decoupled_weight_decay))
         super().update_step(gradient, variable, lr)
 
+    @staticmethod
+    def _replicas_in_sync() -> int:
+        if keras.backend.backend() != "tensorflow":
+            return 1
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+
+    def _clip_gradients(self, grads):
+        # Under tf.distribute the gradients here are one replica's; the global norm of the
+        # original (DDP) is that of the summed gradient, so clip after the all-reduce instead.
+        if self.global_clipnorm and self._replicas_in_sync() > 1:
+            return grads
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        reduced = super()._all_reduce_sum_gradients(grads_and_vars)
+        if self.global_clipnorm and self._replicas_in_sync() > 1:
+            from keras.src.optimizers.base_optimizer import clip_by_global_norm
+
+            pairs = list(reduced)
+            grads = clip_by_global_norm([g for g, _ in pairs], self.global_clipnorm)
+            reduced = list(zip(grads, [v for _, v in pairs], strict=True))
+        return reduced
+
     def get_config(self):
         return {**super().get_config(), "lr_multipliers": self.lr_multipliers,
                 "decoupled_weight_decay": self.decoupled_weight_decay,

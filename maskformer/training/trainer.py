@@ -50,6 +50,23 @@ def _scale_for_replicas(loss):
     return loss
 
 
+# Training targets; the flags travel as uint8 because Keras' distributed build averages a
+# batch over replicas, which boolean tensors do not support.
+_TARGET_KEYS = ("masks", "labels", "valid", "pixel_valid")
+_FLAGS = ("valid", "pixel_valid")
+
+
+def training_targets(dataset):
+    """Keeps the targets the criterion reads (the evaluation maps stay out of the step)."""
+    import tensorflow as tf
+
+    def select(images, targets):
+        return images, {k: tf.cast(targets[k], tf.uint8) if k in _FLAGS else targets[k]
+                        for k in _TARGET_KEYS}
+
+    return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 class MaskFormerTrainer(keras.Model):
     """Wraps a MaskFormer and its criterion so that `fit` trains it.
 
@@ -77,6 +94,7 @@ class MaskFormerTrainer(keras.Model):
         return self.network(images, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        y = {k: keras.ops.cast(v, "bool") if k in _FLAGS else v for k, v in y.items()}
         total, terms = self.criterion(y_pred, y)
         for name, tracker in self.term_trackers.items():
             if name in terms:
@@ -245,14 +263,15 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     # Resuming continues the data stream where the checkpoint left it.
     skip = start * config.train.global_batch_size
     if strategy is None:
-        dataset = build_dataset(config.data, config.data.train_files, training=True,
-                                batch_size=config.train.global_batch_size, skip=skip)
+        dataset = training_targets(build_dataset(
+            config.data, config.data.train_files, training=True,
+            batch_size=config.train.global_batch_size, skip=skip))
     else:
         dataset = strategy.distribute_datasets_from_function(
-            lambda context: build_dataset(config.data, config.data.train_files, training=True,
-                                          batch_size=config.train.global_batch_size,
-                                          input_context=context,
-                                          skip=skip // context.num_input_pipelines))
+            lambda context: training_targets(build_dataset(
+                config.data, config.data.train_files, training=True,
+                batch_size=config.train.global_batch_size, input_context=context,
+                skip=skip // context.num_input_pipelines)))
     per_epoch = min(steps_per_epoch or total - start, total - start)
     epochs = math.ceil((total - start) / per_epoch)
     history = History(model_dir / "train_log.jsonl", start)
