@@ -13,7 +13,6 @@ from maskformer.data.coco_panoptic import rgb_to_id
 from maskformer.experiments import get_experiment
 from maskformer.modeling.maskformer import build_model
 from maskformer.training.trainer import StopOnNonFinite
-
 from tests.training.conftest import smoke_overrides
 
 

@@ -10,7 +10,6 @@ both runs see identical computations; the records are dealt to replicas in strea
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -58,31 +57,3 @@ def test_mirrored_two_devices_match_one_device(tmp_path, shapes_records):
     assert len(single) == len(mirrored) == STEPS
     np.testing.assert_allclose(mirrored, single, rtol=1e-4)
     assert single[0] != single[-1]  # the weights really changed
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_two_workers_on_localhost_match_one_device(tmp_path, shapes_records):
-    single = _trajectory(tmp_path, "single", "default", 1, shapes_records)
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
-    processes, outputs = [], []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        command, env, out = _run(tmp_path, f"worker{index}", "multi_worker_mirrored", 1,
-                                 shapes_records, env={"TF_CONFIG": json.dumps(tf_config)})
-        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
-        outputs.append(out)
-    for p in processes:
-        _, err = p.communicate(timeout=900)
-        assert p.returncode == 0, err[-3000:]
-    for out in outputs:
-        np.testing.assert_allclose(json.loads(out.read_text()), single, rtol=1e-4)
