@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -33,7 +34,7 @@ def test_evaluate_and_predict_commands(tmp_path, shapes_records, capsys):
     assert 0 <= metrics["panoptic"]["All"]["PQ"] <= 100
     assert "PQ" in capsys.readouterr().out
 
-    images = sorted((tmp_path.parent).glob("shapes*/images/val/*.jpg"))[:3]
+    images = sorted((Path(shapes_records["info"]).parents[1] / "images" / "val").glob("*.jpg"))
     assert images, "the shapes fixture wrote no validation images"
     out = tmp_path / "predictions"
     assert main(["predict", *map(str, images), "--model-dir", str(directory),
