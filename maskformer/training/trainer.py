@@ -43,6 +43,17 @@ def _replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _multi_worker() -> bool:
+    """Whether training runs under MultiWorkerMirroredStrategy with more than one worker."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
 def _scale_for_replicas(loss):
     """Divides by the replicas in sync: the optimizer sums replica gradients (TF backend)."""
     if keras.backend.backend() == "tensorflow" and _replicas() > 1:
@@ -108,6 +119,32 @@ class MaskFormerTrainer(keras.Model):
     def metrics(self):
         return [*super().metrics, *self.term_trackers.values(), self.step_loss]
 
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if _multi_worker():
+            # Keras reduces each log over the workers with `strategy.reduce(..., axis=0)`,
+            # which needs an axis: the scalars travel as [1] and arrive as scalars again.
+            logs = {k: keras.ops.reshape(v, [1]) for k, v in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under tf.distribute Keras builds the metrics on a batch averaged over the replicas
+        # (a cross-replica reduce), which MultiWorkerMirroredStrategy refuses for a dataset
+        # distributed from a function. The first local replica's batch has the same structure
+        # and is all the build needs.
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and strategy is not None:
+            import tensorflow as tf
+
+            for _, _, it in iterator:
+                batch = next(it)
+                break
+            data_batch = keras.tree.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: every variable of the network and the optimizer, written atomically.
@@ -164,9 +201,10 @@ def restore_checkpoint(trainer: MaskFormerTrainer, path: str | Path) -> int:
 class CheckpointCallback(keras.callbacks.Callback):
     """Saves every `every` steps and at the end of training."""
 
-    def __init__(self, model_dir, every: int, keep: int, start_step: int = 0):
+    def __init__(self, model_dir, every: int, keep: int, start_step: int = 0, write: bool = True):
         super().__init__()
         self.model_dir, self.every, self.keep = model_dir, every, keep
+        self.write = write  # False on the workers other than the chief: count steps only
         self.step = start_step
         self.last_saved = start_step
 
@@ -174,12 +212,13 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.step += 1
         if getattr(self.model, "stop_training_nan", False):
             return  # never overwrite the last good checkpoint with diverged weights
-        if self.every > 0 and self.step % self.every == 0:
+        if self.write and self.every > 0 and self.step % self.every == 0:
             save_checkpoint(self.model, self.model_dir, self.step, self.keep)
             self.last_saved = self.step
 
     def on_train_end(self, logs=None):
-        if self.step != self.last_saved and not getattr(self.model, "stop_training_nan", False):
+        if (self.write and self.step != self.last_saved
+                and not getattr(self.model, "stop_training_nan", False)):
             save_checkpoint(self.model, self.model_dir, self.step, self.keep)
 
 
@@ -240,11 +279,16 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     from maskformer.data.pipeline import build_dataset
 
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    # Under MultiWorkerMirroredStrategy every worker trains, but only the chief writes the model
+    # dir (config, checkpoints, logs, final weights); all of them resume from it.
+    chief = strategy is None or getattr(strategy.extended, "should_checkpoint", True)
+    if chief:
+        model_dir.mkdir(parents=True, exist_ok=True)
     if config.data.seed is None:
         # A seeded stream, so that a resumed run sees the examples an uninterrupted one would.
         config.data.seed = config.train.seed
-    save_yaml(config, model_dir / "config.yaml")
+    if chief:
+        save_yaml(config, model_dir / "config.yaml")
     keras.utils.set_random_seed(config.train.seed)
     total = steps if steps is not None else config.train.steps
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -274,18 +318,18 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
                 skip=skip // context.num_input_pipelines)))
     per_epoch = min(steps_per_epoch or total - start, total - start)
     epochs = math.ceil((total - start) / per_epoch)
-    history = History(model_dir / "train_log.jsonl", start)
+    history = History(model_dir / "train_log.jsonl" if chief else None, start)
     ckpt = CheckpointCallback(model_dir, config.train.checkpoint_every,
-                              config.train.keep_checkpoints, start)
+                              config.train.keep_checkpoints, start, write=chief)
     fit_callbacks = [history, StopOnNonFinite(), ckpt, *callbacks]
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() == "tensorflow" and chief:
         # Scalars (every loss term, learning rate) every log_every steps.
         fit_callbacks.append(keras.callbacks.TensorBoard(
             log_dir=str(model_dir / "logs"), update_freq=max(config.train.log_every, 1),
             write_graph=False))
     trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=verbose,
                 callbacks=fit_callbacks)
-    if not getattr(trainer, "stop_training_nan", False):
+    if chief and not getattr(trainer, "stop_training_nan", False):
         # config.yaml + model.weights.h5: what `load_model`, evaluate and predict read.
         from maskformer.conversion.io import save_model
 

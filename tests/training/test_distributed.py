@@ -51,9 +51,57 @@ def _trajectory(tmp_path, name, strategy, logical, records):
     return json.loads(out.read_text())
 
 
-def test_mirrored_two_devices_match_one_device(tmp_path, shapes_records):
-    single = _trajectory(tmp_path, "single", "default", 1, shapes_records)
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, shapes_records):
+    """The one-device trajectory both tests compare with."""
+    return _trajectory(tmp_path_factory.mktemp("single"), "single", "default", 1, shapes_records)
+
+
+def test_mirrored_two_devices_match_one_device(tmp_path, shapes_records, single):
     mirrored = _trajectory(tmp_path, "mirrored", "mirrored", 2, shapes_records)
     assert len(single) == len(mirrored) == STEPS
     np.testing.assert_allclose(mirrored, single, rtol=1e-4)
     assert single[0] != single[-1]  # the weights really changed
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_worker_processes_match_one_device(tmp_path, shapes_records, single):
+    """MultiWorkerMirroredStrategy over two processes on localhost (TF_CONFIG), one shared
+    model dir: the workers follow the one-device trajectory and only the chief writes."""
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    processes, outputs = [], []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        command, env, _ = _run(tmp_path, "shared", "multi_worker_mirrored", 1, shapes_records,
+                               env={"TF_CONFIG": json.dumps(tf_config)})
+        out = tmp_path / f"worker{index}.json"
+        command[3] = str(out)
+        outputs.append(out)
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+    try:
+        logs = [p.communicate(timeout=900)[0] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, log in zip(processes, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+    trajectories = [json.loads(out.read_text()) for out in outputs]
+    for trajectory in trajectories:
+        assert len(trajectory) == STEPS
+        np.testing.assert_allclose(trajectory, single, rtol=1e-4)
+    model_dir = tmp_path / "shared"
+    assert (model_dir / "model.weights.h5").exists()
+    assert [p.name for p in (model_dir / "checkpoints").iterdir()] == [f"ckpt-{STEPS}.npz"]
+    assert len((model_dir / "train_log.jsonl").read_text().splitlines()) == STEPS
