@@ -119,8 +119,9 @@ class MaskFormerTrainer(keras.Model):
     def metrics(self):
         return [*super().metrics, *self.term_trackers.values(), self.step_loss]
 
-    def train_step(self, data):
-        logs = super().train_step(data)
+    def train_step(self, *args):
+        # (data) on TensorFlow, (state, data) on JAX, which returns (logs, state).
+        logs = super().train_step(*args)
         if _multi_worker():
             # Keras reduces each log over the workers with `strategy.reduce(..., axis=0)`,
             # which needs an axis: the scalars travel as [1] and arrive as scalars again.
