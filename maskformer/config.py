@@ -164,6 +164,14 @@ class TrainConfig:
     eval_every: int = 0
     seed: int = 0
 
+    def validate(self) -> None:
+        if self.mixed_precision not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"train.mixed_precision: {self.mixed_precision!r} is not "
+                              "'float32', 'bfloat16' or 'float16'")
+        if self.schedule not in ("step", "poly", "constant"):
+            raise ConfigError(f"train.schedule: {self.schedule!r} is not 'step', 'poly' or "
+                              "'constant'")
+
 
 @dataclass
 class EvalConfig:
@@ -196,6 +204,7 @@ class ExperimentConfig:
 
     def validate(self) -> ExperimentConfig:
         self.model.validate()
+        self.train.validate()
         return self
 
 

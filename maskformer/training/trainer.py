@@ -17,7 +17,8 @@ import numpy as np
 from maskformer.config import ExperimentConfig, save_yaml
 from maskformer.modeling.maskformer import MaskFormer, build_model
 from maskformer.objective.criterion import build_criterion
-from maskformer.training.optimizer import build_optimizer
+from maskformer.training.optimizer import build_optimizer, build_schedule
+from maskformer.training.summaries import PeriodicEvaluation, ScalarSummaries, sync_state
 
 
 class LastValue(keras.metrics.Metric):
@@ -169,6 +170,7 @@ def save_checkpoint(trainer: MaskFormerTrainer, model_dir: str | Path, step: int
     """Writes ckpt-<step>.npz (network and optimizer variables), then prunes to `keep`."""
     folder = Path(model_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
+    sync_state(trainer)
     arrays = {f"net/{i}": np.asarray(keras.ops.convert_to_numpy(v))
               for i, v in enumerate(trainer.network.variables)}
     arrays.update({f"opt/{i}": np.asarray(keras.ops.convert_to_numpy(v))
@@ -236,32 +238,59 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class History(keras.callbacks.Callback):
-    """Per-step logs (step, learning rate, losses), kept and appended to `path` (JSON lines)."""
+    """Per-step logs (step, the learning rate the step used, losses), kept and appended to
+    `path` (JSON lines)."""
 
-    def __init__(self, path: str | Path | None = None, start_step: int = 0):
+    def __init__(self, path: str | Path | None = None, start_step: int = 0, schedule=None):
         super().__init__()
         self.steps: list[dict[str, float]] = []
         self.path = Path(path) if path else None
         self.step = start_step
+        self.schedule = schedule
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         entry = {"step": self.step, **{k: float(v) for k, v in (logs or {}).items()}}
-        entry["learning_rate"] = float(keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate))
+        if self.schedule is not None:
+            # From the schedule, not the optimizer: reading its variables would force the JAX
+            # trainer to re-attach its state after every step.
+            entry["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.schedule(self.step - 1)))
         self.steps.append(entry)
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
 
+# train.mixed_precision -> the Keras dtype policy the network is built under.
+DTYPE_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
+                  "float16": "mixed_float16"}
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Builds layers under the dtype policy `name`, then restores the global one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
-    """Network, criterion and optimizer, compiled for `fit` (XLA where the backend allows)."""
-    network = build_model(config.model)
-    criterion = build_criterion(config.loss, config.model.num_classes)
-    trainer = MaskFormerTrainer(network, criterion)
-    jit = keras.backend.backend() == "jax" or config.loss.matcher != "scipy"
-    trainer.compile(optimizer=build_optimizer(config.train), jit_compile=jit)
+    """Network, criterion and optimizer, compiled for `fit` (XLA where the backend allows).
+
+    `train.mixed_precision` "bfloat16" or "float16" computes in that type with float32
+    variables; the losses are always computed in float32. With float16 `compile` wraps the
+    optimizer in a dynamic `LossScaleOptimizer` (gradients are unscaled before clipping).
+    """
+    with dtype_policy(DTYPE_POLICIES[config.train.mixed_precision]):
+        network = build_model(config.model)
+        criterion = build_criterion(config.loss, config.model.num_classes)
+        trainer = MaskFormerTrainer(network, criterion)
+        jit = keras.backend.backend() == "jax" or config.loss.matcher != "scipy"
+        trainer.compile(optimizer=build_optimizer(config.train), jit_compile=jit)
     return trainer
 
 
@@ -319,15 +348,20 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
                 skip=skip // context.num_input_pipelines)))
     per_epoch = min(steps_per_epoch or total - start, total - start)
     epochs = math.ceil((total - start) / per_epoch)
-    history = History(model_dir / "train_log.jsonl" if chief else None, start)
+    history = History(model_dir / "train_log.jsonl" if chief else None, start,
+                      build_schedule(config.train))
     ckpt = CheckpointCallback(model_dir, config.train.checkpoint_every,
                               config.train.keep_checkpoints, start, write=chief)
-    fit_callbacks = [history, StopOnNonFinite(), ckpt, *callbacks]
-    if keras.backend.backend() == "tensorflow" and chief:
-        # Scalars (every loss term, learning rate) every log_every steps.
-        fit_callbacks.append(keras.callbacks.TensorBoard(
-            log_dir=str(model_dir / "logs"), update_freq=max(config.train.log_every, 1),
-            write_graph=False))
+    fit_callbacks = [history, StopOnNonFinite()]
+    if chief:
+        # TensorBoard: every loss term and the learning rate every log_every steps; metrics
+        # and sample predictions on the validation split every eval_every steps.
+        fit_callbacks.append(ScalarSummaries(model_dir / "logs", config.train.log_every, start,
+                                             build_schedule(config.train)))
+        if config.train.eval_every > 0 and config.data.val_files:
+            fit_callbacks.append(PeriodicEvaluation(config, model_dir, config.train.eval_every,
+                                                    start))
+    fit_callbacks += [ckpt, *callbacks]
     trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=verbose,
                 callbacks=fit_callbacks)
     if chief and not getattr(trainer, "stop_training_nan", False):
