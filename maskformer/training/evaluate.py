@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from maskformer.config import ExperimentConfig
+from maskformer.evaluation.instance import InstanceAP
 from maskformer.evaluation.panoptic_quality import PanopticQuality
 from maskformer.evaluation.semantic import SemanticSegmentationMetrics
 from maskformer.postprocess import build_postprocessor, crop_to_output, panoptic_segments_info
@@ -55,23 +56,27 @@ def make_predict_fn(model: keras.Model):
     if keras.backend.backend() == "jax":
         import jax
 
-        trainable = [v.value for v in model.trainable_variables]
-        frozen = [v.value for v in model.non_trainable_variables]
         forward = jax.jit(lambda t, f, x: model.stateless_call(t, f, x, training=False)[0])
-        return lambda x: forward(trainable, frozen, x)
+        # The variables' values are read at each call: the function follows training.
+        return lambda x: forward([v.value for v in model.trainable_variables],
+                                 [v.value for v in model.non_trainable_variables], x)
     return lambda x: model(x, training=False)
 
 
 def evaluate(model: keras.Model, config: ExperimentConfig, files: str | None = None,
              max_batches: int | None = None, progress: bool = True,
-             on_batch=None) -> dict[str, Any]:
+             on_batch=None, predict_fn=None) -> dict[str, Any]:
     """Evaluates `model` on `files` (default `data.val_files`).
 
     Args:
         on_batch: optional callback(images, targets, results) for each batch (visualisation).
+        predict_fn: the compiled forward pass of `make_predict_fn(model)`, to reuse one
+            across evaluations (default: compiled here).
 
     Returns:
-        {"panoptic": PQ results, "semantic": mIoU results, "num_images": n}.
+        {"panoptic": PQ results, "semantic": mIoU results, "instance": mask AP results (with
+        `eval.instance`), "num_images": n}, and each one's printable table ("panoptic_table",
+        ...).
     """
     from maskformer.data.pipeline import build_dataset
 
@@ -82,9 +87,11 @@ def evaluate(model: keras.Model, config: ExperimentConfig, files: str | None = N
     pq = PanopticQuality(isthing, names) if config.eval.panoptic else None
     semantic = (SemanticSegmentationMetrics(len(categories), class_names=names)
                 if config.eval.semantic else None)
+    instance = (InstanceAP(len(categories), isthing if config.eval.instance_things_only else None,
+                           class_names=names) if config.eval.instance else None)
     dataset = build_dataset(config.data, files or config.data.val_files, training=False,
                             batch_size=config.eval.batch_size)
-    predict = make_predict_fn(model)
+    predict = predict_fn or make_predict_fn(model)
     count = 0
     for i, (images, targets) in enumerate(tqdm(dataset, desc="evaluate", unit="batch",
                                                disable=not progress)):
@@ -93,20 +100,31 @@ def evaluate(model: keras.Model, config: ExperimentConfig, files: str | None = N
         images = images.numpy()
         targets = {k: v.numpy() for k, v in targets.items()}
         outputs = predict(images)
-        outputs = {k: outputs[k] for k in ("pred_logits", "pred_masks")}
+        # float32 also for a network trained in mixed precision
+        outputs = {k: keras.ops.cast(outputs[k], "float32") for k in ("pred_logits", "pred_masks")}
         results = postprocess(outputs, images.shape[1:3], targets["image_size"],
                               targets["original_size"])
         sizes = targets["original_size"]
         gt_segment = crop_to_output(targets["segment_map"], sizes)
         gt_semantic = crop_to_output(targets["semantic_map"], sizes)
         gt_crowd = crop_to_output(targets["crowd_map"], sizes)
+        gt_segments = [ground_truth_segments(gt_segment[b], gt_semantic[b], gt_crowd[b])
+                       for b in range(len(images))]
         if pq is not None:
             pred_maps = crop_to_output(results["panoptic"]["panoptic_seg"], sizes)
             for b in range(len(images)):
-                pq.update(gt_segment[b], ground_truth_segments(gt_segment[b], gt_semantic[b],
-                                                               gt_crowd[b]),
-                          pred_maps[b], panoptic_segments_info(results["panoptic"], b),
+                pq.update(gt_segment[b], gt_segments[b], pred_maps[b],
+                          panoptic_segments_info(results["panoptic"], b),
                           image_id=int(targets["image_id"][b]))
+        if instance is not None:
+            found = {k: np.asarray(keras.ops.convert_to_numpy(v))
+                     for k, v in results["instance"].items()}
+            pred_masks = crop_to_output(found["masks"], sizes)
+            for b in range(len(images)):
+                keep = found["valid"][b]
+                instance.update_from_panoptic(
+                    int(targets["image_id"][b]), gt_segment[b], gt_segments[b],
+                    pred_masks[b][keep], found["scores"][b][keep], found["labels"][b][keep])
         if semantic is not None:
             labels = crop_to_output(keras.ops.argmax(results["sem_seg"], axis=1), sizes)
             for b in range(len(images)):
@@ -121,6 +139,9 @@ def evaluate(model: keras.Model, config: ExperimentConfig, files: str | None = N
     if semantic is not None:
         out["semantic"] = semantic.result()
         out["semantic_table"] = semantic.format_table()
+    if instance is not None:
+        out["instance"] = instance.result()
+        out["instance_table"] = instance.format_table(results=out["instance"])
     return out
 
 
@@ -131,7 +152,7 @@ def write_results(results: dict[str, Any], path: str | Path) -> None:
 
 
 def print_results(results: dict[str, Any]) -> None:
-    for key in ("panoptic_table", "semantic_table"):
+    for key in ("panoptic_table", "semantic_table", "instance_table"):
         if key in results:
             print(results[key])
     print(f"({results['num_images']} images)")

@@ -122,15 +122,19 @@ class GroupedAdamW(keras.optimizers.Adam):
                 "no_decay_names": list(self.no_decay_names)}
 
 
+def build_schedule(config: TrainConfig) -> LearningRateSchedule:
+    """The learning rate as a function of the step (0 for the first update)."""
+    return LearningRateSchedule(config.learning_rate, config.steps, config.schedule,
+                                config.step_boundaries, config.step_factor, config.poly_power,
+                                config.warmup_steps)
+
+
 def build_optimizer(config: TrainConfig) -> GroupedAdamW:
     """AdamW per the recipe: backbone lr x `backbone_multiplier`, global-norm clipping."""
-    schedule = LearningRateSchedule(config.learning_rate, config.steps, config.schedule,
-                                    config.step_boundaries, config.step_factor,
-                                    config.poly_power, config.warmup_steps)
     return GroupedAdamW(
         lr_multipliers={"backbone": config.backbone_multiplier},
         decoupled_weight_decay=config.weight_decay,
-        learning_rate=schedule,
+        learning_rate=build_schedule(config),
         global_clipnorm=config.clip_norm if config.clip_norm > 0 else None,
         beta_1=0.9, beta_2=0.999, epsilon=1e-8,  # torch.optim.AdamW's defaults
     )

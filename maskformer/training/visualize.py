@@ -52,47 +52,59 @@ def side_by_side(pictures) -> Any:
     return canvas
 
 
-def save_overlays(model, config, out_dir: str | Path, count: int = 8,
-                  scale: int = 2) -> list[Path]:
-    """Image | ground truth | prediction for the first `count` validation images."""
-    from maskformer.postprocess import crop_to_output, panoptic_segments_info
-    from maskformer.training.evaluate import (
-        evaluate,
-        ground_truth_segments,
-        read_categories,
-    )
+class OverlayCollector:
+    """An `evaluate(on_batch=...)` callback that keeps image | ground truth | prediction
+    pictures (numpy RGB) of the first `count` images, as `(image_id, picture)` pairs."""
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    categories = read_categories(config)
-    written: list[Path] = []
+    def __init__(self, categories: list[dict[str, Any]], count: int = 8, scale: int = 2):
+        self.categories, self.count, self.scale = categories, count, scale
+        self.pictures: list[tuple[int, np.ndarray]] = []
 
-    def on_batch(images, targets, results):
-        sizes = targets["image_size"]
-        pred = crop_to_output(results["panoptic"]["panoptic_seg"], targets["original_size"])
-        gt = crop_to_output(targets["segment_map"], targets["original_size"])
-        sem = crop_to_output(targets["semantic_map"], targets["original_size"])
-        crowd = crop_to_output(targets["crowd_map"], targets["original_size"])
+    def __call__(self, images, targets, results) -> None:
+        from PIL import Image
+
+        from maskformer.postprocess import crop_to_output, panoptic_segments_info
+        from maskformer.training.evaluate import ground_truth_segments
+
+        if len(self.pictures) >= self.count:
+            return
+        sizes, original = targets["image_size"], targets["original_size"]
+        pred = crop_to_output(results["panoptic"]["panoptic_seg"], original)
+        gt = crop_to_output(targets["segment_map"], original)
+        sem = crop_to_output(targets["semantic_map"], original)
+        crowd = crop_to_output(targets["crowd_map"], original)
         for b in range(len(images)):
-            if len(written) >= count:
+            if len(self.pictures) >= self.count:
                 return
             h, w = (int(v) for v in sizes[b])
             image = images[b, :h, :w].astype(np.uint8)
             if image.shape[:2] != pred[b].shape:  # evaluation resized: show original size
-                from PIL import Image
-
                 image = np.asarray(Image.fromarray(image).resize(pred[b].shape[::-1]))
             gt_segments = ground_truth_segments(gt[b], sem[b], crowd[b])
-            pictures = [overlay(image, np.zeros_like(gt[b]), [], categories),
-                        overlay(image, gt[b], gt_segments, categories),
+            pictures = [overlay(image, np.zeros_like(gt[b]), [], self.categories),
+                        overlay(image, gt[b], gt_segments, self.categories),
                         overlay(image, pred[b], panoptic_segments_info(results["panoptic"], b),
-                                categories)]
+                                self.categories)]
             canvas = side_by_side(pictures)
-            canvas = canvas.resize((canvas.width * scale, canvas.height * scale))
-            path = out_dir / f"{int(targets['image_id'][b]):06d}.png"
-            canvas.save(path)
-            written.append(path)
+            canvas = canvas.resize((canvas.width * self.scale, canvas.height * self.scale))
+            self.pictures.append((int(targets["image_id"][b]), np.asarray(canvas)))
 
+
+def save_overlays(model, config, out_dir: str | Path, count: int = 8,
+                  scale: int = 2) -> list[Path]:
+    """Image | ground truth | prediction for the first `count` validation images."""
+    from PIL import Image
+
+    from maskformer.training.evaluate import evaluate, read_categories
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    collect = OverlayCollector(read_categories(config), count, scale)
     batches = -(-count // config.eval.batch_size)
-    evaluate(model, config, max_batches=batches, progress=False, on_batch=on_batch)
+    evaluate(model, config, max_batches=batches, progress=False, on_batch=collect)
+    written = []
+    for image_id, picture in collect.pictures:
+        path = out_dir / f"{image_id:06d}.png"
+        Image.fromarray(picture).save(path)
+        written.append(path)
     return written

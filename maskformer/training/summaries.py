@@ -1,0 +1,143 @@
+"""TensorBoard summaries of training: scalars at the global step, and periodic evaluation
+(metrics and sample prediction pictures) on the validation split.
+
+Both write with `tf.summary`, which works whichever Keras backend trains, and count steps from
+the step training resumed at, so that a resumed run continues the curves of the first one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+
+
+def sync_state(model) -> None:
+    """Makes the model's variables current. Under JAX, `fit` keeps the training state outside
+    the variables between epochs; a callback that reads them must attach it first."""
+    if hasattr(model, "jax_state_sync"):
+        model.jax_state_sync()
+
+
+def metric_scalars(results: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers of `evaluate`'s results, flat: panoptic/PQ_All, semantic/mIoU..."""
+    scalars = {}
+    for group, values in results.get("panoptic", {}).items():
+        if group in ("All", "Things", "Stuff"):
+            for name in ("PQ", "SQ", "RQ"):
+                scalars[f"panoptic/{name}_{group}"] = float(values[name])
+    for name in ("mIoU", "fwIoU", "mACC", "pACC"):
+        if name in results.get("semantic", {}):
+            scalars[f"semantic/{name}"] = float(results["semantic"][name])
+    for name in ("AP", "AP50", "AP75"):
+        if results.get("instance", {}).get(name) is not None:
+            scalars[f"instance/{name}"] = float(results["instance"][name])
+    return scalars
+
+
+class ScalarSummaries(keras.callbacks.Callback):
+    """Every `every` steps: each log entry (the total, each loss term) and the learning rate,
+    at the global step, into `log_dir/train`."""
+
+    def __init__(self, log_dir: str | Path, every: int, start_step: int = 0, schedule=None):
+        super().__init__()
+        import tensorflow as tf
+
+        self.every, self.step = max(every, 1), start_step
+        self.schedule = schedule
+        self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "train"))
+
+    def on_train_batch_end(self, batch, logs=None):
+        import tensorflow as tf
+
+        self.step += 1
+        if self.step % self.every:
+            return
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        if self.schedule is not None:  # the rate this step used
+            values["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.schedule(self.step - 1)))
+        with self.writer.as_default():
+            for name, value in values.items():
+                tf.summary.scalar(name, value, step=self.step)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Evaluates the training network on `data.val_files` every `every` steps.
+
+    Writes the metrics (`panoptic/PQ_All`, `semantic/mIoU`, ...) and image | ground truth |
+    prediction pictures of the first `num_pictures` images into `log_dir/validation`, and one
+    JSON line per evaluation to `eval_log.jsonl` in the model dir.
+    """
+
+    def __init__(self, config, model_dir: str | Path, every: int, start_step: int = 0,
+                 num_pictures: int = 4):
+        super().__init__()
+        import tensorflow as tf
+
+        self.config, self.every, self.step = config, every, start_step
+        self.num_pictures = num_pictures
+        self.log_path = Path(model_dir) / "eval_log.jsonl"
+        self.writer = tf.summary.create_file_writer(str(Path(model_dir) / "logs" / "validation"))
+        self.evaluations: list[dict[str, Any]] = []
+        self.predict_fn = None  # compiled at the first evaluation, then reused
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every > 0 and self.step % self.every == 0:
+            self.evaluate()
+
+    def evaluate(self) -> dict[str, Any]:
+        import tensorflow as tf
+
+        from maskformer.training.evaluate import evaluate, make_predict_fn, read_categories
+        from maskformer.training.visualize import OverlayCollector
+
+        sync_state(self.model)
+        if self.predict_fn is None:
+            self.predict_fn = make_predict_fn(self.model.network)
+        collect = OverlayCollector(read_categories(self.config), self.num_pictures, scale=1)
+        results = evaluate(self.model.network, self.config, progress=False,
+                           on_batch=collect if self.config.eval.panoptic else None,
+                           predict_fn=self.predict_fn)
+        scalars = metric_scalars(results)
+        with self.writer.as_default():
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value, step=self.step)
+            for image_id, picture in collect.pictures:
+                tf.summary.image(f"predictions/{image_id:06d}", picture[None], step=self.step)
+        self.writer.flush()
+        entry = {"step": self.step, **scalars}
+        self.evaluations.append(entry)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        print("\nstep {}: {}".format(self.step, ", ".join(
+            f"{k.split('/')[-1]} {v:.1f}" for k, v in scalars.items()
+            if k in ("panoptic/PQ_All", "semantic/mIoU"))), flush=True)
+        return results
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+def read_summaries(log_dir: str | Path, plugin: str = "scalars") -> dict[str, dict[int, Any]]:
+    """Summaries of one kind ("scalars", "images") in the event files under `log_dir`, as
+    {tag: {step: value}}; a scalar's value is a float, an image's its [width, height, PNG]
+    strings."""
+    import tensorflow as tf
+
+    found: dict[str, dict[int, Any]] = {}
+    for path in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == plugin:
+                    array = tf.make_ndarray(value.tensor)
+                    found.setdefault(value.tag, {})[int(event.step)] = (
+                        float(array) if plugin == "scalars" else array)
+    return found
