@@ -200,8 +200,10 @@ class InstanceAP:
         results["num_images"] = len(self.images)
         return results
 
-    def format_table(self, per_class: bool = False) -> str:
-        res = self.result()
+    def format_table(self, per_class: bool = False, results: dict[str, Any] | None = None) -> str:
+        """The summary (and per-class AP) as text; `results` from `result()` saves rerunning
+        COCOeval."""
+        res = results if results is not None else self.result()
 
         def fmt(value):
             return "-" if value is None else f"{value:.2f}"

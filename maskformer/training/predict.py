@@ -93,9 +93,11 @@ def _write_instances(result, index: int, size, categories, file_name: str, path:
     """COCO results format with RLE masks."""
     from pycocotools import mask as mask_utils
 
-    masks = np.asarray(result["masks"][index])[:, : size[0], : size[1]]
-    scores = np.asarray(result["scores"][index])
-    labels = np.asarray(result["labels"][index])
+    # Only the pairs instance inference kept (thing classes for a panoptic-trained model).
+    keep = np.asarray(result["valid"][index])
+    masks = np.asarray(result["masks"][index])[keep][:, : size[0], : size[1]]
+    scores = np.asarray(result["scores"][index])[keep]
+    labels = np.asarray(result["labels"][index])[keep]
     entries = []
     for m, s, c in zip(masks, scores, labels, strict=True):
         rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))

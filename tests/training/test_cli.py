@@ -34,11 +34,20 @@ def test_evaluate_and_predict_commands(tmp_path, shapes_records, capsys):
     assert 0 <= metrics["panoptic"]["All"]["PQ"] <= 100
     assert "PQ" in capsys.readouterr().out
 
+    # Instance output: mask AP over the thing classes of the whole split.
+    assert main(["evaluate", "--model-dir", str(directory), "--set", "eval.instance=true",
+                 "--out", str(tmp_path / "instance.json")]) == 0
+    instance = json.loads((tmp_path / "instance.json").read_text())["instance"]
+    assert instance["num_images"] == 4
+    assert sorted(instance["per_class"]) == ["circle", "square", "triangle"]
+    assert all(0 <= instance[k] <= 100 for k in ("AP", "AP50", "AP75"))
+    assert "AP50" in capsys.readouterr().out
+
     images = sorted((Path(shapes_records["info"]).parents[1] / "images" / "val").glob("*.jpg"))
     assert images, "the shapes fixture wrote no validation images"
     out = tmp_path / "predictions"
     assert main(["predict", *map(str, images), "--model-dir", str(directory),
-                 "--out", str(out), "--batch-size", "2"]) == 0
+                 "--out", str(out), "--batch-size", "2", "--set", "eval.instance=true"]) == 0
     for image in images:
         panoptic = rgb_to_id(np.asarray(Image.open(out / f"{image.stem}_panoptic.png")))
         info = json.loads((out / f"{image.stem}_panoptic.json").read_text())
@@ -49,6 +58,10 @@ def test_evaluate_and_predict_commands(tmp_path, shapes_records, capsys):
         semantic = np.asarray(Image.open(out / f"{image.stem}_semantic.png"))
         assert semantic.shape == panoptic.shape and semantic.max() < 5
         assert (out / f"{image.stem}_overlay.png").is_file()
+        instances = json.loads((out / f"{image.stem}_instances.json").read_text())
+        # Thing classes only (original ids 1, 2, 4), RLE masks of the image's size.
+        assert instances and {e["category_id"] for e in instances} <= {1, 2, 4}
+        assert all(e["segmentation"]["size"] == list(panoptic.shape) for e in instances)
 
 
 def test_predict_reports_a_missing_input(tmp_path, shapes_records, capsys):
