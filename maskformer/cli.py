@@ -25,7 +25,7 @@ def _experiment_from_args(args):
 def add_experiment_args(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--experiment", default=default, help="a registered experiment name")
     parser.add_argument("--config", help="YAML file merged into the experiment")
-    parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=[],
+    parser.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
                         help="overrides, e.g. model.num_queries=50")
     parser.add_argument("--params_override", "--params-override", dest="params_override",
                         help="TF Model Garden syntax: 'a.b=1,c.d=[1,2]' or a YAML mapping")

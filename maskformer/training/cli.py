@@ -30,7 +30,8 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("evaluate", help="PQ / mIoU of a model directory on a dataset")
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--files", help="TFRecord pattern (default: data.val_files of the model)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides (repeatable), e.g. eval.instance=true")
     p.add_argument("--out", type=Path, help="metrics JSON (default MODEL_DIR/metrics.json)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -38,7 +39,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides (repeatable), e.g. eval.instance=true")
     p.add_argument("--batch-size", type=int, default=4)
     p.set_defaults(func=cmd_predict)
 
@@ -49,7 +51,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--num-val", type=int, default=64)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides (repeatable), e.g. eval.instance=true")
     p.set_defaults(func=cmd_demo)
 
 
