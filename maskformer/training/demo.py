@@ -49,6 +49,17 @@ def _plot_losses(history: list[dict[str, float]], path: Path) -> None:
     image.save(path)
 
 
+def _read_log(path: Path) -> list[dict[str, float]]:
+    """A JSON-lines log by step; a step logged again (by a resumed run) keeps its last entry."""
+    if not path.exists():
+        return []
+    entries = {}
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        entries[entry["step"]] = entry
+    return [entries[step] for step in sorted(entries)]
+
+
 def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_val: int = 64,
              image_size: int = 96, steps: int | None = None, overrides: list[str] = (),
              seed: int = 0, verbose: int = 1) -> dict[str, Any]:
@@ -88,9 +99,12 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
     result = train(config, out / "model", verbose=verbose,
                    steps_per_epoch=max(config.train.steps // 10, 1))
     timings["train_s"] = time.perf_counter() - t0
-    history = result["history"]
+    # From the log rather than this run's steps: a demo interrupted and run again resumes, and
+    # its curve still starts at step 1.
+    history = _read_log(out / "model" / "train_log.jsonl")
     _plot_losses(history, out / "loss_curve.png")
     (out / "history.json").write_text(json.dumps(history))
+    curve = _read_log(out / "model" / "eval_log.jsonl")
 
     print("[3/4] evaluating on the validation split")
     t0 = time.perf_counter()
@@ -105,14 +119,14 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
     results["timings"] = timings
     results["steps"] = result["step"]
     write_results(results, out / "metrics.json")
-    _write_report(out, config, results, history, overlays)
+    _write_report(out, config, results, curve, overlays)
     pq = results["panoptic"]["All"]["PQ"] if "panoptic" in results else float("nan")
     print(f"done in {timings['total_s'] / 60:.1f} min: PQ {pq:.1f} on {results['num_images']} "
           f"validation images; see {out / 'report.md'}")
     return results
 
 
-def _write_report(out: Path, config, results, history, overlays) -> None:
+def _write_report(out: Path, config, results, curve, overlays) -> None:
     pq = results.get("panoptic", {})
     sem = results.get("semantic", {})
     t = results["timings"]
@@ -140,6 +154,20 @@ def _write_report(out: Path, config, results, history, overlays) -> None:
         "",
         "![loss curve](loss_curve.png)",
         "",
+    ]
+    if curve:
+        lines += [
+            f"Validation during training (every {config.train.eval_every} steps):",
+            "",
+            "| step | PQ | PQ things | PQ stuff | mIoU |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [f"| {e['step']} | {e.get('panoptic/PQ_All', float('nan')):.1f} | "
+                  f"{e.get('panoptic/PQ_Things', float('nan')):.1f} | "
+                  f"{e.get('panoptic/PQ_Stuff', float('nan')):.1f} | "
+                  f"{e.get('semantic/mIoU', float('nan')):.1f} |" for e in curve]
+        lines.append("")
+    lines += [
         "Predictions on validation images (left: image, middle: ground truth, right: "
         "prediction):",
         "",
