@@ -12,6 +12,16 @@ import pytest
 
 REFERENCE_ENV = "MASKFORMER_REFERENCE_DATA"
 
+# Test folders whose code never runs through Keras (the TensorFlow data pipeline, NumPy
+# metrics): the same on every Keras backend, so the second backend's pass leaves them out.
+BACKEND_INDEPENDENT = ("data", "evaluation")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if Path(str(item.fspath)).parent.name in BACKEND_INDEPENDENT:
+            item.add_marker(pytest.mark.backend_independent)
+
 
 def reference_file(name: str) -> Path:
     """Path of one of the original's reference files, or a skip if the folder is not set."""
