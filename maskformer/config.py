@@ -27,6 +27,9 @@ class BackboneConfig:
     """ResNet backbone (detectron2 layout: stride in the 3x3 conv, frozen batch norm).
 
     `stage_blocks` overrides the depth's standard block counts (used by tiny test models).
+    `norm` is detectron2's `MODEL.RESNETS.NORM`: "frozen_bn" (the published models, which
+    start from ImageNet weights) or "gn" (GroupNorm with `norm_groups` groups, trainable: for
+    a backbone trained from scratch, such as the demo's).
     """
 
     depth: int = 50
@@ -35,6 +38,28 @@ class BackboneConfig:
     width_per_group: int = 64  # bottleneck width of res2; doubles per stage
     res2_out_channels: int = 256  # output channels of res2; doubles per stage
     norm_eps: float = 1e-5
+    norm: str = "frozen_bn"  # "frozen_bn" | "gn"
+    norm_groups: int = 32
+    res5_dilation: int = 1  # 2: res5 at stride 16 (detectron2's RES5_DILATION)
+
+    def channels(self) -> list[int]:
+        """Every channel count a backbone norm sees: the stem, then each stage's widths."""
+        out = [self.stem_channels]
+        for s in range(len(self.blocks())):
+            out += [self.width_per_group * 2**s, self.res2_out_channels * 2**s]
+        return out
+
+    def validate(self) -> None:
+        self.blocks()
+        if self.res5_dilation not in (1, 2):
+            raise ConfigError(f"model.backbone.res5_dilation: {self.res5_dilation} is not 1 or 2")
+        if self.norm not in ("frozen_bn", "gn"):
+            raise ConfigError(f"model.backbone.norm: {self.norm!r} is not 'frozen_bn' or 'gn'")
+        if self.norm == "gn":
+            bad = sorted({c for c in self.channels() if c % self.norm_groups})
+            if bad:
+                raise ConfigError(f"model.backbone.norm_groups: {self.norm_groups} does not "
+                                  f"divide the channel counts {bad}")
 
     def blocks(self) -> list[int]:
         if self.stage_blocks is not None:
@@ -84,7 +109,7 @@ class ModelConfig:
             raise ConfigError("model.num_heads: hidden_dim must be divisible by num_heads")
         if self.dec_layers < 1:
             raise ConfigError("model.dec_layers: at least one decoder layer is needed")
-        self.backbone.blocks()
+        self.backbone.validate()
 
 
 @dataclass

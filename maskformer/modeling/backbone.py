@@ -1,7 +1,8 @@
 """ResNet backbone in detectron2's layout (REFERENCE.md section 2).
 
-The stride-2 of a stage sits in the 3x3 conv, every norm is a frozen batch norm, padding is
-explicit and symmetric. Returns res2..res5 at strides 4, 8, 16, 32.
+The stride-2 of a stage sits in the 3x3 conv, every norm is a frozen batch norm (or, for a
+backbone trained from scratch, a GroupNorm), padding is explicit and symmetric. Returns
+res2..res5 at strides 4, 8, 16, 32.
 """
 
 from __future__ import annotations
@@ -14,19 +15,25 @@ from maskformer.modeling.layers import Conv2d
 
 
 class Bottleneck(keras.layers.Layer):
-    """1x1 -> 3x3 (stride) -> 1x1, each with frozen BN; projection shortcut when channels change."""
+    """1x1 -> 3x3 (stride, dilation) -> 1x1, each with a norm; projection shortcut when channels
+    change."""
 
     def __init__(self, width: int, out_channels: int, strides: int, projection: bool,
-                 norm_eps: float = 1e-5, **kwargs):
+                 norm_eps: float = 1e-5, norm: str = "frozen_bn", norm_groups: int = 32,
+                 dilation: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.width = width
         self.out_channels = out_channels
         self.strides = strides
         self.projection = projection
         self.norm_eps = norm_eps
-        norm = {"norm": "frozen_bn", "norm_eps": norm_eps}
+        self.norm_type = norm
+        self.norm_groups = norm_groups
+        self.dilation = dilation
+        norm = {"norm": norm, "norm_eps": norm_eps, "norm_groups": norm_groups}
         self.conv1 = Conv2d(width, 1, activation="relu", name="conv1", **norm)
-        self.conv2 = Conv2d(width, 3, strides=strides, activation="relu", name="conv2", **norm)
+        self.conv2 = Conv2d(width, 3, strides=strides, activation="relu", dilation=dilation,
+                            name="conv2", **norm)
         self.conv3 = Conv2d(out_channels, 1, name="conv3", **norm)
         self.shortcut = (Conv2d(out_channels, 1, strides=strides, name="shortcut", **norm)
                          if projection else None)
@@ -39,7 +46,8 @@ class Bottleneck(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "width": self.width, "out_channels": self.out_channels,
                 "strides": self.strides, "projection": self.projection,
-                "norm_eps": self.norm_eps}
+                "norm_eps": self.norm_eps, "norm": self.norm_type, "norm_groups": self.norm_groups,
+                "dilation": self.dilation}
 
 
 class ResNet(keras.layers.Layer):
@@ -48,20 +56,23 @@ class ResNet(keras.layers.Layer):
     def __init__(self, config: BackboneConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        eps = config.norm_eps
-        self.stem = Conv2d(config.stem_channels, 7, strides=2, norm="frozen_bn",
-                           activation="relu", norm_eps=eps, name="stem")
+        norm = {"norm": config.norm, "norm_eps": config.norm_eps,
+                "norm_groups": config.norm_groups}
+        self.stem = Conv2d(config.stem_channels, 7, strides=2, activation="relu", name="stem",
+                           **norm)
         self.stages = []
         in_channels = config.stem_channels
         for s, num_blocks in enumerate(config.blocks()):
             width = config.width_per_group * 2**s
             out_channels = config.res2_out_channels * 2**s
             blocks = []
+            # detectron2's RES5_DILATION: a dilated res5 keeps stride 16 instead of 32.
+            dilation = config.res5_dilation if s == 3 else 1
             for b in range(num_blocks):
-                strides = 2 if (b == 0 and s > 0) else 1
+                strides = 2 if (b == 0 and s > 0 and dilation == 1) else 1
                 blocks.append(Bottleneck(width, out_channels, strides,
-                                         projection=(in_channels != out_channels), norm_eps=eps,
-                                         name=f"res{s + 2}_{b}"))
+                                         projection=(in_channels != out_channels),
+                                         dilation=dilation, name=f"res{s + 2}_{b}", **norm))
                 in_channels = out_channels
             self.stages.append(blocks)
 

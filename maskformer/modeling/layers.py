@@ -51,13 +51,15 @@ class Conv2d(keras.layers.Layer):
         kernel_size: square kernel size.
         strides: stride.
         use_bias: conv bias (detectron2 convs followed by a norm have none).
-        norm: None, "frozen_bn" or "gn" (GroupNorm with 32 groups, eps 1e-5).
+        norm: None, "frozen_bn" or "gn" (GroupNorm, eps 1e-5).
         activation: None or "relu".
+        norm_groups: GroupNorm's groups (32 in the original).
+        dilation: dilation of the kernel (padding grows with it: dilation * (k // 2)).
     """
 
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, use_bias: bool = False,
                  norm: str | None = None, activation: str | None = None, norm_eps: float = 1e-5,
-                 **kwargs):
+                 norm_groups: int = 32, dilation: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
@@ -66,27 +68,30 @@ class Conv2d(keras.layers.Layer):
         self.norm_type = norm
         self.activation = activation
         self.norm_eps = norm_eps
+        self.norm_groups = norm_groups
+        self.dilation = dilation
         self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid",
-                                        use_bias=use_bias, name="conv",
+                                        dilation_rate=dilation, use_bias=use_bias, name="conv",
                                         kernel_initializer=keras.initializers.HeNormal())
         if norm == "frozen_bn":
             self.norm = FrozenBatchNorm(epsilon=norm_eps, name="norm")
         elif norm == "gn":
-            self.norm = keras.layers.GroupNormalization(groups=32, epsilon=norm_eps, name="norm")
+            self.norm = keras.layers.GroupNormalization(groups=norm_groups, epsilon=norm_eps,
+                                                        name="norm")
         elif norm is None:
             self.norm = None
         else:
             raise ValueError(f"unknown norm {norm!r}")
 
     def build(self, input_shape):
-        pad = self.kernel_size // 2
+        pad = self.dilation * (self.kernel_size // 2)
         padded = (input_shape[0], None, None, input_shape[-1])
         self.conv.build(padded if pad else input_shape)
         if self.norm is not None:
             self.norm.build(input_shape[:-1] + (self.filters,))
 
     def call(self, x):
-        pad = self.kernel_size // 2
+        pad = self.dilation * (self.kernel_size // 2)
         if pad:
             x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
         x = self.conv(x)
@@ -99,7 +104,8 @@ class Conv2d(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "use_bias": self.use_bias, "norm": self.norm_type,
-                "activation": self.activation, "norm_eps": self.norm_eps}
+                "activation": self.activation, "norm_eps": self.norm_eps,
+                "norm_groups": self.norm_groups, "dilation": self.dilation}
 
 
 def nearest_indices(in_size, out_size):

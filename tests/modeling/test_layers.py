@@ -32,3 +32,20 @@ def test_stride2_conv_pads_symmetrically_like_pytorch(size):
     ref = torch.nn.functional.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2)),
                                      torch.from_numpy(w), stride=2, padding=3).numpy()
     np.testing.assert_allclose(np.asarray(layer(x)).transpose(0, 3, 1, 2), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [12, 13])
+def test_dilated_conv_matches_pytorch(size):
+    """A dilated 3x3 conv (detectron2's res5 with RES5_DILATION=2) pads dilation * 1 per side."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, size, size, 5)).astype(np.float32)
+    w = rng.normal(size=(6, 5, 3, 3)).astype(np.float32)
+    layer = Conv2d(6, 3, dilation=2)
+    layer(x)
+    layer.conv.kernel.assign(w.transpose(2, 3, 1, 0))
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                                     torch.from_numpy(w), padding=2, dilation=2).numpy()
+    out = np.asarray(layer(x)).transpose(0, 3, 1, 2)
+    assert out.shape == ref.shape == (2, 6, size, size)
+    np.testing.assert_allclose(out, ref, atol=1e-4)

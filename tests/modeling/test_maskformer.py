@@ -101,3 +101,75 @@ def test_mixed_precision_bfloat16():
         assert all(np.isfinite(np.asarray(ops.cast(out["pred_masks"], "float32"))).ravel())
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def test_backbone_group_norm_for_training_from_scratch():
+    """backbone.norm=gn: every backbone norm is a trainable GroupNorm (PyTorch's grouping of
+    consecutive channels, eps 1e-5), where the published models have frozen batch norm."""
+    from maskformer.modeling.layers import FrozenBatchNorm
+
+    config = get_experiment("maskformer_smoke").model
+    config.backbone.norm, config.backbone.norm_groups = "gn", 8
+    model = build_model(config)
+    backbone = model.backbone
+    norms = [layer for layer in backbone._flatten_layers() if layer.name == "norm"]
+    assert len(norms) == 1 + 5 * 3 + 4  # stem, 3 in each of 5 blocks, 4 projection shortcuts
+    assert not any(isinstance(n, FrozenBatchNorm) for n in norms)
+    assert all(isinstance(n, keras.layers.GroupNormalization) and n.groups == 8 for n in norms)
+    assert all(v.trainable for n in norms for v in n.weights)
+
+    # The stem: conv -> GroupNorm -> ReLU, against NumPy with random affine parameters.
+    stem = backbone.stem
+    rng = np.random.default_rng(0)
+    stem.norm.gamma.assign(rng.normal(1, 0.3, stem.norm.gamma.shape).astype("float32"))
+    stem.norm.beta.assign(rng.normal(0, 0.3, stem.norm.beta.shape).astype("float32"))
+    x = rng.normal(0, 1, (2, 20, 24, 3)).astype(np.float32)
+    conv = np.asarray(stem.conv(np.pad(x, [[0, 0], [3, 3], [3, 3], [0, 0]])))
+    b, h, w, c = conv.shape
+    grouped = conv.reshape(b, h, w, 8, c // 8)
+    mean = grouped.mean(axis=(1, 2, 4), keepdims=True)
+    var = grouped.var(axis=(1, 2, 4), keepdims=True)
+    normed = ((grouped - mean) / np.sqrt(var + 1e-5)).reshape(b, h, w, c)
+    expected = np.maximum(normed * np.asarray(stem.norm.gamma) + np.asarray(stem.norm.beta), 0)
+    np.testing.assert_allclose(np.asarray(stem(x)), expected, atol=1e-4)
+
+
+def test_backbone_norm_is_checked():
+    from maskformer.config import ConfigError
+
+    config = get_experiment("maskformer_smoke").model
+    config.backbone.norm = "gn"  # 32 groups cannot split the tiny model's 16 stem channels
+    with pytest.raises(ConfigError, match=r"model.backbone.norm_groups: 32 .*\[8, 16\]"):
+        config.validate()
+    config.backbone.norm = "batch"
+    with pytest.raises(ConfigError, match="model.backbone.norm"):
+        config.validate()
+
+
+def test_backbone_res5_dilation_keeps_stride_16():
+    """res5_dilation=2 (detectron2's RES5_DILATION): res5 has no stride, its 3x3 convs are
+    dilated, and every weight keeps its shape (a checkpoint loads either way)."""
+    from maskformer.config import ConfigError
+    from maskformer.modeling.backbone import ResNet
+
+    config = get_experiment("maskformer_smoke").model.backbone
+    x = np.random.default_rng(0).normal(size=(1, 64, 96, 3)).astype(np.float32)
+    plain = ResNet(config)
+    plain_features = plain(x)
+    config.res5_dilation = 2
+    dilated = ResNet(config)
+    features = dilated(x)
+    assert tuple(features["res5"].shape) == (1, 4, 6, config.res2_out_channels * 8)
+    assert tuple(plain_features["res5"].shape) == (1, 2, 3, config.res2_out_channels * 8)
+    assert [tuple(v.shape) for v in dilated.weights] == [tuple(v.shape) for v in plain.weights]
+    assert [b.conv2.dilation for b in dilated.stages[3]] == [2] * len(dilated.stages[3])
+    assert [b.conv2.dilation for b in dilated.stages[2]] == [1] * len(dilated.stages[2])
+    # Same weights: res2..res4 agree; res5 differs (it sees a finer grid).
+    dilated.set_weights(plain.get_weights())
+    features = dilated(x)
+    for name in ("res2", "res3", "res4"):
+        np.testing.assert_allclose(np.asarray(features[name]), np.asarray(plain_features[name]),
+                                   rtol=1e-5, atol=1e-5)
+    config.res5_dilation = 4
+    with pytest.raises(ConfigError, match="model.backbone.res5_dilation"):
+        config.validate()
