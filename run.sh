@@ -34,10 +34,16 @@ case "$what" in
   demo)
     exec "$VENV/bin/maskformer" demo "$@" ;;
   test)
+    # One pytest worker per core, at most 4 (each holds a TensorFlow or JAX runtime), a test
+    # file per worker at a time (pytest-xdist): much of a test's time is single-threaded
+    # tracing and compilation.
+    workers=${MASKFORMER_TEST_WORKERS:-$("$VENV/bin/python" -c "import os; print(min(os.cpu_count() or 1, 4))")}
+    parallel=(-n "$workers" --dist loadfile)
     echo "== KERAS_BACKEND=tensorflow (all tests, slow included)"
-    KERAS_BACKEND=tensorflow "$VENV/bin/python" -m pytest -q "$@"
+    KERAS_BACKEND=tensorflow "$VENV/bin/python" -m pytest -q "${parallel[@]}" "$@"
     echo "== KERAS_BACKEND=jax (the tests of Keras code, slow ones excepted)"
-    KERAS_BACKEND=jax "$VENV/bin/python" -m pytest -q -m "not slow and not backend_independent" "$@"
+    KERAS_BACKEND=jax "$VENV/bin/python" -m pytest -q "${parallel[@]}" \
+      -m "not slow and not backend_independent" "$@"
     ;;
   maskformer)
     exec "$VENV/bin/maskformer" "$@" ;;

@@ -15,11 +15,16 @@ REFERENCE_ENV = "MASKFORMER_REFERENCE_DATA"
 # Test folders whose code never runs through Keras (the TensorFlow data pipeline, NumPy
 # metrics): the same on every Keras backend, so the second backend's pass leaves them out.
 BACKEND_INDEPENDENT = ("data", "evaluation")
+# Test files of the TensorFlow-side training tooling around Keras `fit` (command line, demo,
+# TensorBoard summaries, checkpoint resume): the Keras code they drive (model, losses, train
+# step, post-processing) has tests of its own that run on both backends.
+TENSORFLOW_TOOLING = ("test_cli.py", "test_demo.py", "test_summaries.py", "test_resume.py")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if Path(str(item.fspath)).parent.name in BACKEND_INDEPENDENT:
+        path = Path(str(item.fspath))
+        if path.parent.name in BACKEND_INDEPENDENT or path.name in TENSORFLOW_TOOLING:
             item.add_marker(pytest.mark.backend_independent)
 
 
