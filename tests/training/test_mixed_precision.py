@@ -47,7 +47,6 @@ def test_mixed_precision_trains_close_to_float32(precision, reference):
         # The dynamic scale starts at 2^15 and halves at every step whose scaled gradients
         # overflow float16 (this untrained model needs 11 such steps to reach 16). Start where
         # they fit, so that every step below applies an update.
-        trainer.optimizer.build(trainer.trainable_variables)
         trainer.optimizer.dynamic_scale.assign(16.0)
 
     for step in range(STEPS):
