@@ -288,9 +288,13 @@ def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
     with dtype_policy(DTYPE_POLICIES[config.train.mixed_precision]):
         network = build_model(config.model)
         criterion = build_criterion(config.loss, config.model.num_classes)
-        trainer = MaskFormerTrainer(network, criterion)
+        # The host (scipy) matcher cannot be compiled; JAX always compiles the whole step.
         jit = keras.backend.backend() == "jax" or config.loss.matcher != "scipy"
+        trainer = MaskFormerTrainer(network, criterion)
         trainer.compile(optimizer=build_optimizer(config.train), jit_compile=jit)
+        # The optimizer's variables exist before the first step: a `tf.function` that creates
+        # variables is traced twice, and the train step's trace takes seconds to minutes.
+        trainer.optimizer.build(trainer.trainable_variables)
     return trainer
 
 
@@ -324,7 +328,6 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         trainer = build_trainer(config)
-        trainer.optimizer.build(trainer.trainable_variables)
 
     start = 0
     found = checkpoint_paths(model_dir)
