@@ -42,12 +42,14 @@ class BackboneConfig:
     norm_groups: int = 32
     res5_dilation: int = 1  # 2: res5 at stride 16 (detectron2's RES5_DILATION)
 
+    def stage_widths(self) -> list[tuple[int, int]]:
+        """(bottleneck width, output channels) of res2..res5: both double at every stage."""
+        return [(self.width_per_group * 2**s, self.res2_out_channels * 2**s)
+                for s in range(len(self.blocks()))]
+
     def channels(self) -> list[int]:
         """Every channel count a backbone norm sees: the stem, then each stage's widths."""
-        out = [self.stem_channels]
-        for s in range(len(self.blocks())):
-            out += [self.width_per_group * 2**s, self.res2_out_channels * 2**s]
-        return out
+        return [self.stem_channels] + [c for stage in self.stage_widths() for c in stage]
 
     def validate(self) -> None:
         self.blocks()

@@ -2,7 +2,8 @@
 
 The stride-2 of a stage sits in the 3x3 conv, every norm is a frozen batch norm (or, for a
 backbone trained from scratch, a GroupNorm), padding is explicit and symmetric. Returns
-res2..res5 at strides 4, 8, 16, 32.
+res2..res5 at strides 4, 8, 16, 32 (res5 at 16 with `res5_dilation` 2: its stride-2 becomes a
+dilation of 2, as detectron2's RES5_DILATION).
 """
 
 from __future__ import annotations
@@ -62,9 +63,8 @@ class ResNet(keras.layers.Layer):
                            **norm)
         self.stages = []
         in_channels = config.stem_channels
-        for s, num_blocks in enumerate(config.blocks()):
-            width = config.width_per_group * 2**s
-            out_channels = config.res2_out_channels * 2**s
+        for s, (num_blocks, (width, out_channels)) in enumerate(
+                zip(config.blocks(), config.stage_widths(), strict=True)):
             blocks = []
             # detectron2's RES5_DILATION: a dilated res5 keeps stride 16 instead of 32.
             dilation = config.res5_dilation if s == 3 else 1
@@ -78,7 +78,7 @@ class ResNet(keras.layers.Layer):
 
     @property
     def out_channels(self) -> dict[str, int]:
-        return {f"res{s + 2}": self.config.res2_out_channels * 2**s for s in range(4)}
+        return {f"res{s + 2}": out for s, (_, out) in enumerate(self.config.stage_widths())}
 
     def call(self, images):
         x = self.stem(images)

@@ -19,33 +19,22 @@ def test_resize_nearest_2d():
     np.testing.assert_array_equal(out[0, :, :, 0], x[0][np.ix_(rows, cols)][..., 0])
 
 
-@pytest.mark.parametrize("size", [66, 67])
-def test_stride2_conv_pads_symmetrically_like_pytorch(size):
-    """For even sizes TF's 'same' pads only bottom/right; PyTorch pads both sides."""
+@pytest.mark.parametrize("kernel,strides,dilation,size", [
+    (7, 2, 1, 66), (7, 2, 1, 67),   # stem: TF's 'same' pads even sizes only bottom/right
+    (3, 1, 2, 12), (3, 1, 2, 13),   # res5 with RES5_DILATION=2: pads dilation * 1 per side
+])
+def test_conv_pads_symmetrically_like_pytorch(kernel, strides, dilation, size):
+    """Conv2d pads dilation * (kernel - 1) / 2 on every side, as PyTorch's padding does."""
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1, size, size, 3)).astype(np.float32)
-    w = rng.normal(size=(4, 3, 7, 7)).astype(np.float32)
-    layer = Conv2d(4, 7, strides=2)
+    rng = np.random.default_rng(size)
+    x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
+    w = rng.normal(size=(4, 3, kernel, kernel)).astype(np.float32)
+    layer = Conv2d(4, kernel, strides=strides, dilation=dilation)
     layer(x)
     layer.conv.kernel.assign(w.transpose(2, 3, 1, 0))
     ref = torch.nn.functional.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2)),
-                                     torch.from_numpy(w), stride=2, padding=3).numpy()
-    np.testing.assert_allclose(np.asarray(layer(x)).transpose(0, 3, 1, 2), ref, atol=1e-4)
-
-
-@pytest.mark.parametrize("size", [12, 13])
-def test_dilated_conv_matches_pytorch(size):
-    """A dilated 3x3 conv (detectron2's res5 with RES5_DILATION=2) pads dilation * 1 per side."""
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(2, size, size, 5)).astype(np.float32)
-    w = rng.normal(size=(6, 5, 3, 3)).astype(np.float32)
-    layer = Conv2d(6, 3, dilation=2)
-    layer(x)
-    layer.conv.kernel.assign(w.transpose(2, 3, 1, 0))
-    ref = torch.nn.functional.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2)),
-                                     torch.from_numpy(w), padding=2, dilation=2).numpy()
+                                     torch.from_numpy(w), stride=strides,
+                                     padding=dilation * (kernel // 2), dilation=dilation).numpy()
     out = np.asarray(layer(x)).transpose(0, 3, 1, 2)
-    assert out.shape == ref.shape == (2, 6, size, size)
+    assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, atol=1e-4)
