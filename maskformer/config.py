@@ -94,10 +94,21 @@ class ModelConfig:
     dec_layers: int = 6
     dropout: float = 0.1
     enforce_input_proj: bool = False
+    # What the transformer predictor attends to (the original's TRANSFORMER_IN_FEATURE): a
+    # backbone feature "res2".."res5", or "transformer_encoder" (the pixel decoder's encoder
+    # output). Empty: each pixel decoder's usual one, "res5" for "fpn" and "transformer_encoder"
+    # for "transformer_encoder".
+    transformer_in_feature: str = ""
     deep_supervision: bool = True
     size_divisibility: int = 0
     pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+
+    def predictor_input(self) -> str:
+        """The feature the transformer predictor attends to (`transformer_in_feature` resolved)."""
+        if self.transformer_in_feature:
+            return self.transformer_in_feature
+        return "res5" if self.pixel_decoder == "fpn" else "transformer_encoder"
 
     def validate(self) -> None:
         if self.pixel_decoder not in ("fpn", "transformer_encoder"):
@@ -109,6 +120,14 @@ class ModelConfig:
                               "(GroupNorm uses 32 groups)")
         if self.hidden_dim % self.num_heads:
             raise ConfigError("model.num_heads: hidden_dim must be divisible by num_heads")
+        if self.transformer_in_feature not in ("", "res2", "res3", "res4", "res5",
+                                               "transformer_encoder"):
+            raise ConfigError(f"model.transformer_in_feature: {self.transformer_in_feature!r} is "
+                              "not one of res2, res3, res4, res5, transformer_encoder")
+        if (self.transformer_in_feature == "transformer_encoder"
+                and self.pixel_decoder != "transformer_encoder"):
+            raise ConfigError("model.transformer_in_feature: 'transformer_encoder' needs "
+                              "model.pixel_decoder 'transformer_encoder'")
         if self.dec_layers < 1:
             raise ConfigError("model.dec_layers: at least one decoder layer is needed")
         self.backbone.validate()

@@ -110,13 +110,14 @@ class MaskFormer(keras.Model):
         self.backbone = ResNet(config.backbone, name="backbone")
         if config.pixel_decoder == "fpn":
             self.pixel_decoder = FPNDecoder(config.conv_dim, config.mask_dim, name="pixel_decoder")
-            predictor_in = self.backbone.out_channels["res5"]
         else:
             self.pixel_decoder = TransformerEncoderDecoder(
                 config.conv_dim, config.mask_dim, config.pixel_decoder_enc_layers,
                 config.pixel_decoder_num_heads, config.pixel_decoder_dim_feedforward,
                 config.dropout, name="pixel_decoder")
-            predictor_in = config.conv_dim
+        source = config.predictor_input()
+        predictor_in = (config.conv_dim if source == "transformer_encoder"
+                        else self.backbone.out_channels[source])
         self.predictor = TransformerPredictor(config, predictor_in, name="predictor")
 
     def normalize(self, images):
@@ -135,8 +136,9 @@ class MaskFormer(keras.Model):
         x = self.normalize(ops.cast(images, self.compute_dtype))
         features = self.backbone(x)
         decoded = self.pixel_decoder(features, training=training)
-        memory_source = (features["res5"] if self.config.pixel_decoder == "fpn"
-                         else decoded["transformer_encoder_features"])
+        source = self.config.predictor_input()
+        memory_source = (decoded["transformer_encoder_features"]
+                         if source == "transformer_encoder" else features[source])
         states = self.predictor(memory_source, training=training)
         mask_features = decoded["mask_features"]  # [B, h, w, mask_dim]
 

@@ -173,3 +173,33 @@ def test_backbone_res5_dilation_keeps_stride_16():
     config.res5_dilation = 4
     with pytest.raises(ConfigError, match="model.backbone.res5_dilation"):
         config.validate()
+
+
+@pytest.mark.parametrize("pixel_decoder,feature", [("transformer_encoder", "res3"),
+                                                   ("fpn", "res4"), ("fpn", "")])
+def test_transformer_in_feature_is_the_predictor_memory(pixel_decoder, feature):
+    """The predictor attends to the configured feature (the original's TRANSFORMER_IN_FEATURE);
+    empty means res5 for the FPN decoder."""
+    config = get_experiment("maskformer_smoke").model
+    config.pixel_decoder = pixel_decoder
+    config.transformer_in_feature = feature
+    model = build_model(config)
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
+    features = model.backbone(model.normalize(ops.convert_to_tensor(x)))
+    states = model.predictor(features[feature or "res5"])
+    expected = model.predictor.class_embed(states[-1])
+    np.testing.assert_allclose(np.asarray(model(x)["pred_logits"]), np.asarray(expected),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_transformer_in_feature_is_checked():
+    from maskformer.config import ConfigError
+
+    config = get_experiment("maskformer_smoke").model
+    assert config.predictor_input() == "transformer_encoder"
+    config.transformer_in_feature = "res6"
+    with pytest.raises(ConfigError, match="model.transformer_in_feature: 'res6'"):
+        config.validate()
+    config.pixel_decoder, config.transformer_in_feature = "fpn", "transformer_encoder"
+    with pytest.raises(ConfigError, match="needs model.pixel_decoder 'transformer_encoder'"):
+        config.validate()
