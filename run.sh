@@ -38,7 +38,7 @@ case "$what" in
     # file per worker at a time (pytest-xdist): much of a test's time is single-threaded
     # tracing and compilation.
     workers=${MASKFORMER_TEST_WORKERS:-$("$VENV/bin/python" -c "import os; print(min(os.cpu_count() or 1, 4))")}
-    parallel=(-n "$workers" --dist loadfile)
+    parallel=(-n "$workers" --dist loadfile --durations=10)
     echo "== KERAS_BACKEND=tensorflow (all tests, slow included)"
     KERAS_BACKEND=tensorflow "$VENV/bin/python" -m pytest -q "${parallel[@]}" "$@"
     echo "== KERAS_BACKEND=jax (the tests of Keras code, slow ones excepted)"
