@@ -2,7 +2,8 @@
 
 For every ground-truth thing of a split, the query whose binary mask (logit > 0, upsampled to
 the input) overlaps it best: is its IoU above 0.5 (found), and is its arg-max class the
-ground-truth one (named)? Then a linear probe: a softmax regression, fitted on the training
+ground-truth one (named)? How many queries draw a found thing (IoU > 0.5), and does any of them
+name it? Then a linear probe: a softmax regression, fitted on the training
 split, from each feature map average-pooled inside the ground-truth mask to the thing's class,
 scored on the validation split (how much class information that pooling leaves).
 
@@ -67,7 +68,9 @@ def collect(model, config, files: str, batches: int, isthing: np.ndarray):
                 iou = ((binary[b] & gt).sum(axis=(1, 2))
                        / np.maximum((binary[b] | gt).sum(axis=(1, 2)), 1))
                 q = int(iou.argmax())
-                rows.append((label, iou[q] > 0.5, probs[b, q].argmax() == label))
+                good = iou > 0.5
+                rows.append((label, good[q], probs[b, q].argmax() == label, good.sum(),
+                             (probs[b, good].argmax(-1) == label).any()))
                 for name in FEATURES:
                     pooled[name].append(_pool(features[name][b], gt.astype(np.float32)))
     return np.array(rows, dtype=np.int64), {k: np.stack(v) for k, v in pooled.items()}
@@ -109,6 +112,9 @@ def main() -> None:
         print(f"{split}: {len(rows)} things; found (best query IoU > 0.5) {found.mean():.2f}; "
               f"named right among found {rows[found, 2].mean():.2f} "
               f"(chance {1 / len(things):.2f})")
+        print(f"    queries with IoU > 0.5 per found thing: {rows[found, 3].mean():.2f} on "
+              f"average, more than one for {(rows[found, 3] > 1).mean():.2f}; one of them "
+              f"named right {rows[found, 4].mean():.2f}")
         for i, name in zip(things, names, strict=True):
             mine = found & (rows[:, 0] == i)
             print(f"    {name:10s} found {mine.sum():4d} / {(rows[:, 0] == i).sum():4d}, "
