@@ -136,3 +136,55 @@ def test_num_masks_is_averaged_inside_a_tf_distribute_strategy():
         averaged = strategy.run(tf.function(lambda: replica_mean(tf.constant(6.0))))
     np.testing.assert_allclose(to_numpy(total), to_numpy(criterion(outputs, targets)[0]), rtol=1e-6)
     assert float(averaged) == 6.0
+
+
+def _semantic_problem(rng, batch=2, classes=5, hw=(3, 4), target_hw=(12, 16), nmax=6):
+    """Non-overlapping target masks cut from a random id map; some pixels in no valid mask."""
+    ids = rng.integers(0, nmax + 1, (batch,) + target_hw)  # id nmax: covered by no target
+    masks = (ids[:, None] == np.arange(nmax)[None, :, None, None]).astype(np.float32)
+    labels = rng.integers(0, classes, (batch, nmax)).astype(np.int32)
+    valid = np.arange(nmax)[None, :] < np.array([[4], [5]])  # padded targets still hold pixels
+    logits = rng.normal(0, 2, (batch,) + hw + (classes,)).astype(np.float32)
+    return logits, masks, labels, valid
+
+
+def test_semantic_loss_matches_pytorch_cross_entropy_with_ignore():
+    """loss_sem (not in the original) against F.interpolate + F.cross_entropy(ignore_index)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    logits, masks, labels, valid = _semantic_problem(rng)
+    label_map = np.full(masks.shape[:1] + masks.shape[2:], 255, np.int64)
+    for b in range(masks.shape[0]):
+        for n in np.flatnonzero(valid[b]):
+            label_map[b][masks[b, n] > 0] = labels[b, n]
+    assert (label_map == 255).any() and (label_map != 255).any()
+    upsampled = torch.nn.functional.interpolate(
+        torch.from_numpy(logits).permute(0, 3, 1, 2), size=masks.shape[2:], mode="bilinear",
+        align_corners=False)
+    expected = torch.nn.functional.cross_entropy(upsampled, torch.from_numpy(label_map),
+                                                 ignore_index=255).item()
+    criterion = SetCriterion(5, semantic_weight=1.0)
+    got = to_numpy(quick(criterion.semantic_loss)(logits, labels, masks, valid))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # Padding excluded with pixel_valid: those pixels count as ignored.
+    pixel_valid = np.ones(label_map.shape, np.float32)
+    pixel_valid[:, :, 10:] = 0
+    label_map[:, :, 10:] = 255
+    expected = torch.nn.functional.cross_entropy(upsampled, torch.from_numpy(label_map),
+                                                 ignore_index=255).item()
+    got = to_numpy(quick(criterion.semantic_loss)(logits, labels, masks, valid, pixel_valid))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_semantic_loss_is_weighted_into_the_total_and_needs_its_output():
+    rng = np.random.default_rng(7)
+    outputs, targets = _problem(rng, target_hw=(12, 16))
+    outputs["pred_semantic"] = rng.normal(0, 1, (2, 3, 4, 4)).astype(np.float32)
+    plain_total, plain = to_numpy(quick(SetCriterion(4))(outputs, targets))
+    assert "loss_sem" not in plain
+    total, terms = to_numpy(quick(SetCriterion(4, semantic_weight=0.5))(outputs, targets))
+    assert terms["loss_sem"] > 0
+    np.testing.assert_allclose(total, plain_total + 0.5 * terms["loss_sem"], rtol=1e-6)
+    del outputs["pred_semantic"]
+    with pytest.raises(KeyError, match="model.semantic_head"):
+        SetCriterion(4, semantic_weight=0.5)(outputs, targets)
