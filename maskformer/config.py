@@ -99,11 +99,6 @@ class ModelConfig:
     # output). Empty: each pixel decoder's usual one, "res5" for "fpn" and "transformer_encoder"
     # for "transformer_encoder".
     transformer_in_feature: str = ""
-    # Not in the original: an auxiliary per-pixel classifier (one 1x1 convolution to K classes)
-    # on the feature the predictor attends to, trained with `loss.semantic_weight`. It gives a
-    # backbone trained from scratch a dense class signal; inference does not use it. Off by
-    # default; `maskformer_demo` turns it on.
-    semantic_head: bool = False
     deep_supervision: bool = True
     size_divisibility: int = 0
     pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
@@ -150,9 +145,6 @@ class LossConfig:
     focal_gamma: float = 2.0
     matcher: str = "hungarian"  # "hungarian" (in-graph) | "scipy" (host)
     ignore_padding: bool = False
-    # Weight of `loss_sem`, the per-pixel cross-entropy of `model.semantic_head` (not in the
-    # original; 0 = off). Needs `model.semantic_head`, and the head needs a weight above 0.
-    semantic_weight: float = 0.0
 
 
 @dataclass
@@ -259,14 +251,6 @@ class ExperimentConfig:
     def validate(self) -> ExperimentConfig:
         self.model.validate()
         self.train.validate()
-        if self.loss.semantic_weight < 0:
-            raise ConfigError(f"loss.semantic_weight: {self.loss.semantic_weight} is negative")
-        if self.model.semantic_head != (self.loss.semantic_weight > 0):
-            raise ConfigError(
-                f"model.semantic_head={str(self.model.semantic_head).lower()} with "
-                f"loss.semantic_weight={self.loss.semantic_weight}: set both (head on, weight "
-                "above 0) or neither"
-            )
         return self
 
 

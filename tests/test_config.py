@@ -102,15 +102,3 @@ def test_command_line_config_order_and_repeated_set(tmp_path):
     assert config.name == "maskformer_smoke"
     assert (config.model.num_queries, config.train.seed) == (30, 6)
     assert (config.eval.batch_size, config.train.steps) == (3, 9)
-
-
-def test_semantic_head_and_its_loss_weight_go_together():
-    config = get_experiment("maskformer_smoke")
-    apply_overrides(config, ["model.semantic_head=true"])
-    with pytest.raises(ConfigError, match="model.semantic_head=true with loss.semantic_weight=0"):
-        config.validate()
-    apply_overrides(config, ["loss.semantic_weight=0.5"])
-    config.validate()
-    apply_overrides(config, ["model.semantic_head=false"])
-    with pytest.raises(ConfigError, match="set both"):
-        config.validate()

@@ -99,8 +99,6 @@ class MaskFormer(keras.Model):
         pred_masks: [B, Q, h, w] mask logits at stride 4 of the (padded) input.
         aux_outputs: with deep supervision, a list of dec_layers - 1 such dicts for the earlier
             decoder layers, first layer first.
-        pred_semantic: with `semantic_head` only, [B, h', w', K] per-pixel class logits on the
-            grid of the feature the predictor attends to (an auxiliary training signal).
     """
 
     def __init__(self, config: ModelConfig | dict, **kwargs):
@@ -121,8 +119,6 @@ class MaskFormer(keras.Model):
         predictor_in = (config.conv_dim if source == "transformer_encoder"
                         else self.backbone.out_channels[source])
         self.predictor = TransformerPredictor(config, predictor_in, name="predictor")
-        self.semantic_head = (Conv2d(config.num_classes, 1, use_bias=True, name="semantic_head")
-                              if config.semantic_head else None)
 
     def normalize(self, images):
         mean = ops.convert_to_tensor(self.config.pixel_mean, dtype=images.dtype)
@@ -155,8 +151,6 @@ class MaskFormer(keras.Model):
         outputs = heads(states[-1])
         if self.config.deep_supervision:
             outputs["aux_outputs"] = [heads(hs) for hs in states[:-1]]
-        if self.semantic_head is not None:
-            outputs["pred_semantic"] = self.semantic_head(memory_source)
         return outputs
 
     def get_config(self):

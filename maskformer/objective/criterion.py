@@ -13,10 +13,6 @@ num_masks being the number of targets in the batch averaged over replicas, at le
 terms carry the suffix ``_i`` (``loss_ce_0`` is the first decoder layer). The total is the
 weighted sum of all terms.
 
-Not in the original, off by default: with `semantic_weight` > 0, ``loss_sem`` is the per-pixel
-cross-entropy of the model's `pred_semantic` logits (upsampled bilinearly to the target size)
-against the class of the target mask that covers each pixel; uncovered pixels are ignored.
-
 Shapes are static: targets are padded to N per image with a validity mask, and the mask losses
 are computed per padded target (the prediction of its matched query) and masked.
 """
@@ -109,8 +105,6 @@ class SetCriterion:
         matcher: "hungarian" (in-graph) or "scipy" (host).
         ignore_padding: exclude pixels outside `targets["pixel_valid"]` from mask costs and losses
             (off in the original, where padding counts as background).
-        semantic_weight: weight of ``loss_sem`` on `outputs["pred_semantic"]` (0: off, as in the
-            original).
         replica_axis_name: JAX only, the `pmap` axis over which num_masks is averaged.
     """
 
@@ -126,7 +120,6 @@ class SetCriterion:
         focal_gamma: float = 2.0,
         matcher: str = "hungarian",
         ignore_padding: bool = False,
-        semantic_weight: float = 0.0,
         replica_axis_name: str | None = None,
     ):
         if matcher not in ("hungarian", "scipy"):
@@ -140,7 +133,6 @@ class SetCriterion:
         self.focal_gamma = focal_gamma
         self.matcher = matcher
         self.ignore_padding = ignore_padding
-        self.semantic_weight = semantic_weight
         self.replica_axis_name = replica_axis_name
 
     def get_config(self) -> dict[str, Any]:
@@ -154,7 +146,6 @@ class SetCriterion:
             "focal_gamma": self.focal_gamma,
             "matcher": self.matcher,
             "ignore_padding": self.ignore_padding,
-            "semantic_weight": self.semantic_weight,
             "replica_axis_name": self.replica_axis_name,
         }
 
@@ -166,7 +157,7 @@ class SetCriterion:
     @property
     def weights(self) -> dict[str, float]:
         return {"loss_ce": self.class_weight, "loss_mask": self.mask_weight,
-                "loss_dice": self.dice_weight, "loss_sem": self.semantic_weight}
+                "loss_dice": self.dice_weight}
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -268,30 +259,6 @@ class SetCriterion:
         loss_dice = ops.sum(ops.where(pair > 0, dice, 0.0)) / num_masks
         return {"loss_ce": loss_ce, "loss_mask": loss_mask, "loss_dice": loss_dice}
 
-    def semantic_loss(self, pred_semantic, labels, masks, valid, pixel_valid=None):
-        """Per-pixel cross-entropy of `pred_semantic` [B, h, w, K] against the targets' classes.
-
-        A pixel's class is that of the valid target mask covering it (where masks overlap, which
-        panoptic targets do not, the class of most of them); pixels no mask covers, and padding
-        with `pixel_valid`, are ignored. The mean
-        is over the counted pixels, as `F.cross_entropy` with an ignore index computes it.
-        """
-        logits = ops.cast(pred_semantic, "float32")
-        height, width = masks.shape[2], masks.shape[3]
-        logits = ops.transpose(logits, (0, 3, 1, 2))  # [B, K, h, w]
-        logits = bilinear_resize(logits, (height, width))  # [B, K, H, W]
-        num_classes = logits.shape[1]
-        one_hot = ops.one_hot(ops.clip(labels, 0, num_classes - 1), num_classes)  # [B, N, K]
-        one_hot = one_hot * ops.cast(valid, "float32")[:, :, None]
-        cover = ops.einsum("bnhw,bnk->bkhw", masks, one_hot)  # [B, K, H, W] masks per class
-        counted = ops.cast(ops.max(cover, axis=1) > 0, "float32")  # [B, H, W]
-        if pixel_valid is not None:
-            counted = counted * pixel_valid
-        target = ops.argmax(cover, axis=1)  # [B, H, W]
-        log_probs = ops.log_softmax(logits, axis=1)
-        nll = -ops.take_along_axis(log_probs, ops.cast(target, "int32")[:, None], axis=1)[:, 0]
-        return ops.sum(nll * counted) / ops.maximum(ops.sum(counted), 1.0)
-
     def __call__(self, outputs: dict[str, Any], targets: dict[str, Any]):
         """Computes every loss term and their weighted total.
 
@@ -336,13 +303,6 @@ class SetCriterion:
             for name, value in losses.items():
                 terms[name + suffix] = value
                 total = total + self.weights[name] * value
-        if self.semantic_weight > 0:
-            if "pred_semantic" not in outputs:
-                raise KeyError("outputs['pred_semantic'] is missing: loss.semantic_weight > 0 "
-                               "needs a model built with model.semantic_head=true")
-            terms["loss_sem"] = self.semantic_loss(outputs["pred_semantic"], labels, masks, valid,
-                                                   pixel_valid)
-            total = total + self.semantic_weight * terms["loss_sem"]
         terms["matcher_nonfinite_costs"] = ops.cast(num_bad, "float32")
         return total, terms, matches
 
@@ -359,5 +319,4 @@ def build_criterion(loss_config: LossConfig, num_classes: int) -> SetCriterion:
         focal_gamma=loss_config.focal_gamma,
         matcher=loss_config.matcher,
         ignore_padding=loss_config.ignore_padding,
-        semantic_weight=loss_config.semantic_weight,
     )

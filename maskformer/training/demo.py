@@ -135,10 +135,7 @@ def _write_report(out: Path, config, results, curve, overlays) -> None:
         "",
         f"Experiment `{config.name}`: {config.model.pixel_decoder} pixel decoder, "
         f"{config.model.num_queries} queries, {config.train.steps} steps of batch "
-        f"{config.train.global_batch_size}."
-        + (f" With the auxiliary per-pixel class loss (`loss.semantic_weight` "
-           f"{config.loss.semantic_weight:g}), which the original MaskFormer does not have "
-           "(docs/training.md)." if config.model.semantic_head else ""),
+        f"{config.train.global_batch_size}.",
         "",
         "| metric | value |",
         "|---|---|",

@@ -100,8 +100,6 @@ class MaskFormerTrainer(keras.Model):
         if self.network.config.deep_supervision:
             for i in range(self.network.config.dec_layers - 1):
                 names += [f"loss_ce_{i}", f"loss_mask_{i}", f"loss_dice_{i}"]
-        if self.network.config.semantic_head:
-            names.append("loss_sem")
         return names + ["matcher_nonfinite_costs"]
 
     def call(self, images, training=None):

@@ -98,21 +98,3 @@ def test_compiled_train_step_updates_weights():
     assert all(any(e in p for e in expected) for p in unchanged), unchanged
     for v, b in zip(trainer.network.non_trainable_weights, frozen_before, strict=True):
         np.testing.assert_array_equal(np.asarray(v), b, err_msg=v.path)
-
-
-def test_semantic_head_is_trained_and_logged():
-    """model.semantic_head with loss.semantic_weight (not in the original): loss_sem is logged
-    and the head's weights move."""
-    from maskformer.config import apply_overrides
-
-    config = apply_overrides(get_experiment("maskformer_smoke"),
-                             ["model.semantic_head=true", "loss.semantic_weight=1.0"])
-    trainer = build_trainer(config.validate())
-    head = [v for v in trainer.network.trainable_variables if "semantic_head" in v.path]
-    assert len(head) == 2  # kernel and bias
-    before = [np.asarray(v).copy() for v in head]
-    images, targets = synthetic_batch()
-    log = trainer.train_on_batch(images, targets, return_dict=True)
-    assert np.isfinite(log["loss_sem"]) and log["loss_sem"] > 0
-    for v, b in zip(head, before, strict=True):
-        assert np.any(np.asarray(v) != b), v.path
