@@ -28,6 +28,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from maskformer.data.coco_panoptic import rgb_to_id  # noqa: E402
+
 CROP = 32
 INPUTS = {"image crop": slice(0, 3), "visible mask": slice(3, 4), "image + mask": slice(0, 4)}
 
@@ -47,9 +49,8 @@ def load_crops(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list
     for ann in annotations["annotations"]:
         path = data_dir / "images" / split / images[ann["image_id"]]
         image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
-        png = np.asarray(Image.open(data_dir / "annotations" / f"panoptic_{split}" /
-                                    ann["file_name"]).convert("RGB"), np.int64)
-        ids = png[..., 0] + 256 * png[..., 1] + 65536 * png[..., 2]
+        ids = rgb_to_id(np.asarray(Image.open(data_dir / "annotations" / f"panoptic_{split}" /
+                                              ann["file_name"]).convert("RGB")))
         for segment in ann["segments_info"]:
             if segment["category_id"] not in things:
                 continue

@@ -72,6 +72,10 @@ class BackboneConfig:
         return table[self.depth]
 
 
+# What the transformer predictor can attend to (`ModelConfig.transformer_in_feature`).
+PREDICTOR_INPUTS = ("res2", "res3", "res4", "res5", "transformer_encoder")
+
+
 @dataclass
 class ModelConfig:
     """The MaskFormer model: backbone, pixel decoder, transformer predictor and heads."""
@@ -120,10 +124,9 @@ class ModelConfig:
                               "(GroupNorm uses 32 groups)")
         if self.hidden_dim % self.num_heads:
             raise ConfigError("model.num_heads: hidden_dim must be divisible by num_heads")
-        if self.transformer_in_feature not in ("", "res2", "res3", "res4", "res5",
-                                               "transformer_encoder"):
+        if self.transformer_in_feature not in ("", *PREDICTOR_INPUTS):
             raise ConfigError(f"model.transformer_in_feature: {self.transformer_in_feature!r} is "
-                              "not one of res2, res3, res4, res5, transformer_encoder")
+                              f"not one of {', '.join(PREDICTOR_INPUTS)}")
         if (self.transformer_in_feature == "transformer_encoder"
                 and self.pixel_decoder != "transformer_encoder"):
             raise ConfigError("model.transformer_in_feature: 'transformer_encoder' needs "
