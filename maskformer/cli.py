@@ -79,14 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maskformer.config import ConfigError
-    from maskformer.conversion.safe_pickle import CheckpointError
-    from maskformer.data.records import DataError
+    from maskformer.errors import MaskFormerError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
+    except (MaskFormerError, FileNotFoundError) as e:
         print(f"maskformer {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,9 +17,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration key is unknown or its value has the wrong type."""
+from maskformer.errors import ConfigError
 
 
 @dataclass

@@ -18,14 +18,7 @@ from typing import Any
 
 import numpy as np
 
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle asked for a global outside the allow-list."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be read or does not fit the model."""
-
+from maskformer.errors import CheckpointError, UnsafePickleError
 
 _NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),

@@ -35,12 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from maskformer.errors import DataError
+
 SCHEMA_VERSION = 1
 MAX_SEGMENTS = 65535
-
-
-class DataError(Exception):
-    """A user-facing data problem (bad input file, bad arguments); reported without traceback."""
 
 
 @dataclass
