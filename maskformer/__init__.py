@@ -17,6 +17,6 @@ def build_model(config):
 
 def load_model(directory):
     """Loads a model written by `maskformer convert` or by training (config.yaml + weights)."""
-    from maskformer.conversion.io import load_model as _load
+    from maskformer.model_dir import load_model as _load
 
     return _load(directory)

@@ -33,7 +33,8 @@ def add_experiment_args(parser: argparse.ArgumentParser, default: str) -> None:
 
 def cmd_convert(args) -> int:
     from maskformer.config import ExperimentConfig
-    from maskformer.conversion.io import convert_checkpoint, save_model
+    from maskformer.conversion.io import convert_checkpoint
+    from maskformer.model_dir import save_model
 
     config = _experiment_from_args(args) if args.experiment else ExperimentConfig()
     model, config = convert_checkpoint(args.source, args.checkpoint, config,

@@ -88,7 +88,7 @@ def cmd_train(args) -> int:
 
 def _load(model_dir: Path, overrides: list[str]):
     from maskformer.config import apply_overrides
-    from maskformer.conversion.io import load_config, load_model
+    from maskformer.model_dir import load_config, load_model
 
     config = apply_overrides(load_config(model_dir), overrides).validate()
     return load_model(model_dir), config

@@ -369,7 +369,7 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
                 callbacks=fit_callbacks)
     if chief and not getattr(trainer, "stop_training_nan", False):
         # config.yaml + model.weights.h5: what `load_model`, evaluate and predict read.
-        from maskformer.conversion.io import save_model
+        from maskformer.model_dir import save_model
 
         save_model(trainer.network, config, model_dir)
     return {"history": history.steps, "step": ckpt.step, "trainer": trainer}

@@ -9,9 +9,9 @@ from PIL import Image
 
 from maskformer.cli import main
 from maskformer.config import apply_overrides
-from maskformer.conversion.io import save_model
 from maskformer.data.coco_panoptic import rgb_to_id
 from maskformer.experiments import get_experiment
+from maskformer.model_dir import save_model
 from maskformer.modeling.maskformer import build_model
 from maskformer.training.trainer import StopOnNonFinite
 from tests.training.conftest import smoke_overrides

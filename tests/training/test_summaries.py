@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from maskformer.config import apply_overrides
-from maskformer.conversion.io import load_model
 from maskformer.experiments import get_experiment
+from maskformer.model_dir import load_model
 from maskformer.training.evaluate import evaluate
 from maskformer.training.summaries import metric_scalars, read_summaries
 from maskformer.training.trainer import train
