@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from maskformer.modeling.normalization import GroupNorm
+
 
 class FrozenBatchNorm(keras.layers.Layer):
     """Batch norm with fixed statistics and affine parameters (detectron2's FrozenBatchNorm2d).
@@ -51,7 +53,7 @@ class Conv2d(keras.layers.Layer):
         kernel_size: square kernel size.
         strides: stride.
         use_bias: conv bias (detectron2 convs followed by a norm have none).
-        norm: None, "frozen_bn" or "gn" (GroupNorm, eps 1e-5).
+        norm: None, "frozen_bn" or "gn" (`GroupNorm`, PyTorch's exactness).
         activation: None or "relu".
         norm_groups: GroupNorm's groups (32 in the original).
         dilation: dilation of the kernel (padding grows with it: dilation * (k // 2)).
@@ -76,8 +78,9 @@ class Conv2d(keras.layers.Layer):
         if norm == "frozen_bn":
             self.norm = FrozenBatchNorm(epsilon=norm_eps, name="norm")
         elif norm == "gn":
-            self.norm = keras.layers.GroupNormalization(groups=norm_groups, epsilon=norm_eps,
-                                                        name="norm")
+            # not keras.layers.GroupNormalization: its float32 statistics drift on large
+            # groups (see normalization.py)
+            self.norm = GroupNorm(groups=norm_groups, epsilon=norm_eps, name="norm")
         elif norm is None:
             self.norm = None
         else:

@@ -107,6 +107,7 @@ def test_backbone_group_norm_for_training_from_scratch():
     """backbone.norm=gn: every backbone norm is a trainable GroupNorm (PyTorch's grouping of
     consecutive channels, eps 1e-5), where the published models have frozen batch norm."""
     from maskformer.modeling.layers import FrozenBatchNorm
+    from maskformer.modeling.normalization import GroupNorm
 
     config = get_experiment("maskformer_smoke").model
     config.backbone.norm, config.backbone.norm_groups = "gn", 8
@@ -115,7 +116,7 @@ def test_backbone_group_norm_for_training_from_scratch():
     norms = [layer for layer in backbone._flatten_layers() if layer.name == "norm"]
     assert len(norms) == 1 + 5 * 3 + 4  # stem, 3 in each of 5 blocks, 4 projection shortcuts
     assert not any(isinstance(n, FrozenBatchNorm) for n in norms)
-    assert all(isinstance(n, keras.layers.GroupNormalization) and n.groups == 8 for n in norms)
+    assert all(isinstance(n, GroupNorm) and n.groups == 8 for n in norms)
     assert all(v.trainable for n in norms for v in n.weights)
 
     # The stem: conv -> GroupNorm -> ReLU, against NumPy with random affine parameters.
