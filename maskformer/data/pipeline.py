@@ -275,6 +275,8 @@ def build_dataset(data_config: DataConfig, files: str | Sequence[str], training:
     c = data_config
     file_list = resolve_files(files)
     parser = make_parser(c)
+    if c.record_format == "model_garden":
+        model_garden.check_records(file_list)
     preprocessor = _Preprocessor(c, training)
     seed = c.seed if c.seed is not None else (0 if c.deterministic else None)
     if input_context is not None:

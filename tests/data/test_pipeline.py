@@ -1,7 +1,6 @@
 """The tf.data pipeline: augmentation alignment (eager and in tf.data), targets, eval path,
-Model Garden records, sharding."""
+sharding. Model Garden records: tests/data/test_model_garden.py."""
 
-import io
 
 import numpy as np
 import pytest
@@ -160,72 +159,6 @@ def test_image_without_segments_and_truncation(tmp_path, capfd):
     assert t["num_segments"].numpy().tolist() == [0, 4]
     assert t["num_truncated"].numpy().tolist() == [0, 2]
     assert "dropped 2" in capfd.readouterr().err
-
-
-def _model_garden_record(image_bytes, png_rgb, segments, is_thing, image_id):
-    """A record with the keys and encodings of Model Garden's create_coco_tf_record."""
-    ids = coco_panoptic.rgb_to_id(png_rgb)
-    category = np.zeros(ids.shape, np.uint8)
-    instance = np.zeros(ids.shape, np.uint8)
-    for idx, s in enumerate(segments):
-        m = ids == s["id"]
-        category[m] = s["category_id"]
-        instance[m] = idx + 1 if is_thing[s["category_id"]] else 0
-
-    def png(a):
-        buffer = io.BytesIO()
-        Image.fromarray(a).save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    def b(v):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-
-    def i(v):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-
-    h, w = ids.shape
-    feature = {"image/encoded": b(image_bytes), "image/format": b(b"jpeg"),
-               "image/height": i(h), "image/width": i(w),
-               "image/source_id": b(str(image_id).encode()),
-               "image/panoptic/category_mask": b(png(category)),
-               "image/panoptic/instance_mask": b(png(instance)),
-               "image/segmentation/class/encoded": b(png(category))}
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def _segment_set(t, b):
-    masks, labels, valid = (t["masks"][b].numpy(), t["labels"][b].numpy(), t["valid"][b].numpy())
-    return sorted((int(labels[n]), masks[n].tobytes()) for n in range(len(valid)) if valid[n])
-
-
-def test_model_garden_records_give_the_same_targets(shapes_dir, tmp_path):
-    import json
-
-    root = shapes_dir
-    ann = json.loads((root / "annotations/panoptic_train.json").read_text())
-    is_thing = {c["id"]: c["isthing"] for c in ann["categories"]}
-    serialized = []
-    for a in ann["annotations"]:
-        png = np.array(Image.open(root / "annotations/panoptic_train" / a["file_name"]))
-        jpeg = (root / "images/train" / f"{a['image_id'] - 1:06d}.jpg").read_bytes()
-        serialized.append(_model_garden_record(jpeg, png, a["segments_info"], is_thing,
-                                               a["image_id"]))
-    mg_path = write_records(tmp_path / "mg.tfrecord", serialized)
-    coco_panoptic.convert(root / "images/train", root / "annotations/panoptic_train.json",
-                          root / "annotations/panoptic_train", tmp_path / "rec/train",
-                          progress=False)
-    ours = pipeline.build_dataset(_small_config(eval_short_edge=32, max_instances=12),
-                                  str(tmp_path / "rec/train-*"), training=False, batch_size=6)
-    mg_cfg = _small_config(eval_short_edge=32, max_instances=12, record_format="model_garden",
-                           dataset_info=str(tmp_path / "rec/dataset.json"))
-    theirs = pipeline.build_dataset(mg_cfg, mg_path, training=False, batch_size=6)
-    (im_a, t_a), (im_b, t_b) = next(iter(ours)), next(iter(theirs))
-    np.testing.assert_array_equal(im_a.numpy(), im_b.numpy())
-    np.testing.assert_array_equal(t_a["semantic_map"].numpy(), t_b["semantic_map"].numpy())
-    np.testing.assert_array_equal(t_a["image_id"].numpy(), t_b["image_id"].numpy())
-    for b in range(6):
-        assert _segment_set(t_a, b) == _segment_set(t_b, b)
-        assert t_a["valid"][b].numpy().sum() >= 2
 
 
 def test_input_context_shards_between_pipelines(tmp_path):
