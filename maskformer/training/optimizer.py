@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from maskformer.config import TrainConfig
+from maskformer.training.distribute import ClipAfterAllReduce
 
 # Variables whose name is one of these get no weight decay: the scales and shifts of every
 # LayerNorm / GroupNorm, and the learned query embedding.
@@ -51,13 +52,17 @@ class LearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable("maskformer")
-class GroupedAdamW(keras.optimizers.Adam):
+class GroupedAdamW(ClipAfterAllReduce, keras.optimizers.Adam):
     """AdamW with PyTorch-style parameter groups.
 
     The learning rate is scaled per variable by the first matching path prefix (e.g. the
     backbone's x 0.1), and the scaled rate drives both the Adam step and the decoupled weight
     decay, as in torch.optim.AdamW: w <- w * (1 - lr_group * weight_decay), then the Adam step.
-    Variables named in `no_decay_names` are not decayed.
+    Variables named in `no_decay_names` are not decayed. Under tf.distribute the global norm
+    is clipped after the cross-replica sum (`ClipAfterAllReduce`).
+
+    `slot_owners` maps each per-variable slot (moments) to the model variable it belongs to and
+    its slot name, so that checkpoints key the slots by the model variable's name.
     """
 
     def __init__(self, lr_multipliers: dict[str, float] | None = None,
@@ -67,6 +72,14 @@ class GroupedAdamW(keras.optimizers.Adam):
         self.lr_multipliers = dict(lr_multipliers or {})
         self.decoupled_weight_decay = decoupled_weight_decay
         self.no_decay_names = tuple(no_decay_names)
+        # id(slot variable) -> (id(model variable), slot name); ints only, so no tracking.
+        self.slot_owners: dict[int, tuple[int, str]] = {}
+
+    def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
+        variable = super().add_variable_from_reference(reference_variable, name=name,
+                                                       initializer=initializer)
+        self.slot_owners[id(variable)] = (id(reference_variable), name or "var")
+        return variable
 
     def multiplier(self, variable) -> float:
         """The learning-rate multiplier of a model variable, from its path."""
@@ -91,35 +104,33 @@ class GroupedAdamW(keras.optimizers.Adam):
             variable.assign(variable * (1.0 - lr * self.decoupled_weight_decay))
         super().update_step(gradient, variable, lr)
 
-    @staticmethod
-    def _replicas_in_sync() -> int:
-        if keras.backend.backend() != "tensorflow":
-            return 1
-        import tensorflow as tf
-
-        return tf.distribute.get_strategy().num_replicas_in_sync
-
-    def _clip_gradients(self, grads):
-        # Under tf.distribute the gradients here are one replica's; the global norm of the
-        # original (DDP) is that of the summed gradient, so clip after the all-reduce instead.
-        if self.global_clipnorm and self._replicas_in_sync() > 1:
-            return grads
-        return super()._clip_gradients(grads)
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        reduced = super()._all_reduce_sum_gradients(grads_and_vars)
-        if self.global_clipnorm and self._replicas_in_sync() > 1:
-            from keras.src.optimizers.base_optimizer import clip_by_global_norm
-
-            pairs = list(reduced)
-            grads = clip_by_global_norm([g for g, _ in pairs], self.global_clipnorm)
-            reduced = list(zip(grads, [v for _, v in pairs], strict=True))
-        return reduced
-
     def get_config(self):
         return {**super().get_config(), "lr_multipliers": self.lr_multipliers,
                 "decoupled_weight_decay": self.decoupled_weight_decay,
                 "no_decay_names": list(self.no_decay_names)}
+
+
+class StepCountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic loss scaling, where a step skipped for overflowing gradients still counts
+    in the inner optimizer's `iterations`.
+
+    `iterations` is the training step everywhere (logs, checkpoints, the position in the data
+    stream, the schedule, as detectron2's scheduler steps at every iteration), so it must count
+    every batch. The cost: Adam's bias correction also sees the skipped steps.
+    """
+
+    def _stateful_handle_non_finite_grads(self):
+        super()._stateful_handle_non_finite_grads()
+        self.inner_optimizer.iterations.assign_add(1)
+
+    def _stateless_handle_non_finite_grads(self, optimizer_variables, trainable_variables):
+        trainable, new = super()._stateless_handle_non_finite_grads(optimizer_variables,
+                                                                    trainable_variables)
+        index = next(i for i, v in enumerate(self.variables)
+                     if v is self.inner_optimizer.iterations)
+        new = list(new)
+        new[index] = new[index] + 1
+        return trainable, new
 
 
 def build_schedule(config: TrainConfig) -> LearningRateSchedule:

@@ -1,8 +1,9 @@
 """TensorBoard summaries of training: scalars at the global step, and periodic evaluation
 (metrics and sample prediction pictures) on the validation split.
 
-Both write with `tf.summary`, which works whichever Keras backend trains, and count steps from
-the step training resumed at, so that a resumed run continues the curves of the first one.
+Both write with `tf.summary`, which works whichever Keras backend trains, at the global step:
+the optimizer's iterations (`StepCallback`), so that a resumed run continues the curves of the
+first one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,33 @@ def sync_state(model) -> None:
         model.jax_state_sync()
 
 
+def optimizer_step(model) -> int:
+    """The optimizer's iterations: the global step, the number of training steps taken."""
+    sync_state(model)
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class StepCallback(keras.callbacks.Callback):
+    """A callback that knows the global step (`self.step`, the step just trained).
+
+    The optimizer's iterations are the one step counter. They are read once when training
+    begins and counted on from there, one per batch: under JAX `fit` keeps the optimizer's
+    state outside its variables during an epoch, and reading them every step would force a
+    state sync every step. `CheckpointCallback` checks that the count and the iterations agree
+    whenever it writes.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.step = 0
+
+    def on_train_begin(self, logs=None):
+        self.step = optimizer_step(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+
+
 def metric_scalars(results: dict[str, Any]) -> dict[str, float]:
     """The headline numbers of `evaluate`'s results, flat: panoptic/PQ_All, semantic/mIoU..."""
     scalars = {}
@@ -37,22 +65,22 @@ def metric_scalars(results: dict[str, Any]) -> dict[str, float]:
     return scalars
 
 
-class ScalarSummaries(keras.callbacks.Callback):
-    """Every `every` steps: each log entry (the total, each loss term) and the learning rate,
-    at the global step, into `log_dir/train`."""
+class ScalarSummaries(StepCallback):
+    """Every `every` steps: each log entry (the step's total loss, each loss term) and the
+    learning rate, at the global step, into `log_dir/train`."""
 
-    def __init__(self, log_dir: str | Path, every: int, start_step: int = 0, schedule=None):
+    def __init__(self, log_dir: str | Path, every: int, schedule=None):
         super().__init__()
         import tensorflow as tf
 
-        self.every, self.step = max(every, 1), start_step
+        self.every = max(every, 1)
         self.schedule = schedule
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "train"))
 
     def on_train_batch_end(self, batch, logs=None):
         import tensorflow as tf
 
-        self.step += 1
+        super().on_train_batch_end(batch, logs)
         if self.step % self.every:
             return
         values = {k: float(v) for k, v in (logs or {}).items()}
@@ -68,7 +96,7 @@ class ScalarSummaries(keras.callbacks.Callback):
         self.writer.close()
 
 
-class PeriodicEvaluation(keras.callbacks.Callback):
+class PeriodicEvaluation(StepCallback):
     """Evaluates the training network on `data.val_files` every `every` steps.
 
     Writes the metrics (`panoptic/PQ_All`, `semantic/mIoU`, ...) and image | ground truth |
@@ -76,12 +104,11 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     JSON line per evaluation to `eval_log.jsonl` in the model dir.
     """
 
-    def __init__(self, config, model_dir: str | Path, every: int, start_step: int = 0,
-                 num_pictures: int = 4):
+    def __init__(self, config, model_dir: str | Path, every: int, num_pictures: int = 4):
         super().__init__()
         import tensorflow as tf
 
-        self.config, self.every, self.step = config, every, start_step
+        self.config, self.every = config, every
         self.num_pictures = num_pictures
         self.log_path = Path(model_dir) / "eval_log.jsonl"
         self.writer = tf.summary.create_file_writer(str(Path(model_dir) / "logs" / "validation"))
@@ -89,7 +116,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.predict_fn = None  # compiled at the first evaluation, then reused
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        super().on_train_batch_end(batch, logs)
         if self.every > 0 and self.step % self.every == 0:
             self.evaluate()
 

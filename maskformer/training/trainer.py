@@ -15,18 +15,44 @@ import keras
 import numpy as np
 
 from maskformer.config import ExperimentConfig, save_yaml
+from maskformer.errors import CheckpointError
+from maskformer.model_dir import (
+    assign_by_name,
+    network_arrays,
+    network_variables,
+    read_arrays,
+    variable_keys,
+    write_arrays,
+)
 from maskformer.modeling.maskformer import MaskFormer, build_model
 from maskformer.objective.criterion import build_criterion
-from maskformer.training.optimizer import build_optimizer, build_schedule
-from maskformer.training.summaries import PeriodicEvaluation, ScalarSummaries, sync_state
+from maskformer.training import distribute
+from maskformer.training.optimizer import (
+    StepCountingLossScaleOptimizer,
+    build_optimizer,
+    build_schedule,
+)
+from maskformer.training.summaries import (
+    PeriodicEvaluation,
+    ScalarSummaries,
+    StepCallback,
+    optimizer_step,
+    sync_state,
+)
 
 
 class LastValue(keras.metrics.Metric):
-    """The value of the latest step (not a running mean): per-step losses for the logs."""
+    """The value of the latest step (not a running mean): the per-step logs.
+
+    Under tf.distribute each replica holds its own value; the logs are the mean over replicas,
+    which for the loss and each term is the value of the global batch (the replicas' losses
+    are means over their share, normalised by the masks averaged over replicas).
+    """
 
     def __init__(self, name: str = "step_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value",
+                                       aggregation="mean")
 
     def update_state(self, value):
         self.value.assign(keras.ops.cast(value, self.dtype))
@@ -36,30 +62,6 @@ class LastValue(keras.metrics.Metric):
 
     def reset_state(self):
         self.value.assign(0.0)
-
-
-def _replicas() -> int:
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _multi_worker() -> bool:
-    """Whether training runs under MultiWorkerMirroredStrategy with more than one worker."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    strategy = tf.distribute.get_strategy()
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())
-
-
-def _scale_for_replicas(loss):
-    """Divides by the replicas in sync: the optimizer sums replica gradients (TF backend)."""
-    if keras.backend.backend() == "tensorflow" and _replicas() > 1:
-        loss = loss / _replicas()
-    return loss
 
 
 # Training targets; the flags travel as uint8 because Keras' distributed build averages a
@@ -79,20 +81,22 @@ def training_targets(dataset):
     return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-class MaskFormerTrainer(keras.Model):
+class MaskFormerTrainer(distribute.FirstReplicaBuild, keras.Model):
     """Wraps a MaskFormer and its criterion so that `fit` trains it.
 
     `compute_loss` runs the in-graph matching and the 18 loss terms; each unweighted term is
-    tracked as a metric of its own name (`loss_ce`, `loss_mask_0`, ...).
+    logged under its own name (`loss_ce`, `loss_mask_0`, ...). Every log is the step's own
+    value: `loss` and `step_loss` the step's total, not Keras' running mean, so that the logs of
+    a resumed run are those of an uninterrupted one.
     """
 
     def __init__(self, network: MaskFormer, criterion, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.criterion = criterion
-        self.term_trackers: dict[str, keras.metrics.Mean] = {}
+        self.term_trackers: dict[str, LastValue] = {}
         for name in self._term_names():
-            self.term_trackers[name] = keras.metrics.Mean(name=name)
+            self.term_trackers[name] = LastValue(name=name)
         self.step_loss = LastValue("step_loss")
 
     def _term_names(self) -> list[str]:
@@ -111,10 +115,8 @@ class MaskFormerTrainer(keras.Model):
         for name, tracker in self.term_trackers.items():
             if name in terms:
                 tracker.update_state(terms[name])
-        if keras.backend.backend() != "tensorflow" or _replicas() == 1:
-            # Under tf.distribute a last-value metric would sum the replicas on read.
-            self.step_loss.update_state(total)
-        return _scale_for_replicas(total)
+        self.step_loss.update_state(total)
+        return distribute.scale_for_replicas(total)
 
     @property
     def metrics(self):
@@ -122,30 +124,12 @@ class MaskFormerTrainer(keras.Model):
 
     def train_step(self, *args):
         # (data) on TensorFlow, (state, data) on JAX, which returns (logs, state).
-        logs = super().train_step(*args)
-        if _multi_worker():
-            # Keras reduces each log over the workers with `strategy.reduce(..., axis=0)`,
-            # which needs an axis: the scalars travel as [1] and arrive as scalars again.
-            logs = {k: keras.ops.reshape(v, [1]) for k, v in logs.items()}
-        return logs
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under tf.distribute Keras builds the metrics on a batch averaged over the replicas
-        # (a cross-replica reduce), which MultiWorkerMirroredStrategy refuses for a dataset
-        # distributed from a function. The first local replica's batch has the same structure
-        # and is all the build needs.
-        strategy = getattr(self, "_distribute_strategy", None)
-        if iterator is not None and strategy is not None:
-            import tensorflow as tf
-
-            for _, _, it in iterator:
-                batch = next(it)
-                break
-            data_batch = keras.tree.map_structure(
-                lambda v: strategy.experimental_local_results(v)[0]
-                if isinstance(v, tf.distribute.DistributedValues) else v, batch)
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        result = super().train_step(*args)
+        logs, state = result if isinstance(result, tuple) else (result, None)
+        logs = dict(logs)
+        logs["loss"] = logs["step_loss"]  # the step's total, not the running mean
+        logs = distribute.reshape_logs(logs)
+        return logs if state is None else (logs, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +137,8 @@ class MaskFormerTrainer(keras.Model):
 # ---------------------------------------------------------------------------------------------
 
 _CKPT = re.compile(r"ckpt-(\d+)\.npz$")
+OPTIMIZER = "optimizer/"  # the optimizer's own variables and its slots, by model variable
+LOSS_SCALE = "loss_scale/"  # the dynamic loss scale's variables (float16)
 
 
 def checkpoint_paths(model_dir: str | Path) -> list[tuple[int, Path]]:
@@ -165,54 +151,81 @@ def checkpoint_paths(model_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def optimizer_keys(optimizer, network) -> dict[str, keras.Variable]:
+    """Every optimizer variable by a stable key.
+
+    A slot is keyed by the network variable it belongs to: "optimizer/<key>/momentum"; the
+    optimizer's own variables by name ("optimizer/iteration"); a loss-scale optimizer's own
+    variables "loss_scale/<name>".
+    """
+    keys: dict[str, keras.Variable] = {}
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        inner = {id(v) for v in optimizer.inner_optimizer.variables}
+        keys.update({LOSS_SCALE + v.name: v for v in optimizer.variables if id(v) not in inner})
+        optimizer = optimizer.inner_optimizer
+    owners = getattr(optimizer, "slot_owners", {})
+    names = {id(v): k for k, v in variable_keys(network).items()}
+    for v in optimizer.variables:
+        owner = owners.get(id(v))
+        if owner is not None and owner[0] not in names:
+            raise CheckpointError(f"{v.path}: the slot of a variable outside the network")
+        key = OPTIMIZER + (f"{names[owner[0]]}/{owner[1]}" if owner is not None else v.name)
+        if key in keys:
+            raise CheckpointError(f"two optimizer variables have the key {key!r}")
+        keys[key] = v
+    return keys
+
+
 def save_checkpoint(trainer: MaskFormerTrainer, model_dir: str | Path, step: int,
                     keep: int) -> Path:
-    """Writes ckpt-<step>.npz (network and optimizer variables), then prunes to `keep`."""
+    """Writes ckpt-<step>.npz (network and optimizer variables by name), then prunes to `keep`.
+
+    `step` must be the optimizer's iterations: the step counter a resume continues from.
+    """
     folder = Path(model_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     sync_state(trainer)
-    arrays = {f"net/{i}": np.asarray(keras.ops.convert_to_numpy(v))
-              for i, v in enumerate(trainer.network.variables)}
-    arrays.update({f"opt/{i}": np.asarray(keras.ops.convert_to_numpy(v))
-                   for i, v in enumerate(trainer.optimizer.variables)})
-    arrays["step"] = np.asarray(step)
-    final = folder / f"ckpt-{step}.npz"
-    tmp = folder / f".ckpt-{step}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, final)  # a partial file is never named like a checkpoint
+    iterations = int(keras.ops.convert_to_numpy(trainer.optimizer.iterations))
+    if iterations != step:
+        raise RuntimeError(f"step {step} but the optimizer has taken {iterations} steps")
+    arrays = network_arrays(trainer.network)
+    arrays.update({k: np.asarray(keras.ops.convert_to_numpy(v))
+                   for k, v in optimizer_keys(trainer.optimizer, trainer.network).items()})
+    final = write_arrays(folder / f"ckpt-{step}.npz", arrays)
     for _, old in checkpoint_paths(model_dir)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return final
 
 
 def restore_checkpoint(trainer: MaskFormerTrainer, path: str | Path) -> int:
-    """Restores network and optimizer variables; returns the step."""
-    with np.load(path) as data:
-        net = [k for k in data.files if k.startswith("net/")]
-        opt = [k for k in data.files if k.startswith("opt/")]
-        if len(net) != len(trainer.network.variables) or len(opt) != len(trainer.optimizer.variables):
-            raise ValueError(f"{path}: checkpoint does not fit this model and optimizer "
-                             f"({len(net)}/{len(trainer.network.variables)} network variables, "
-                             f"{len(opt)}/{len(trainer.optimizer.variables)} optimizer variables)")
-        for i, v in enumerate(trainer.network.variables):
-            v.assign(data[f"net/{i}"])
-        for i, v in enumerate(trainer.optimizer.variables):
-            v.assign(data[f"opt/{i}"])
-        return int(data["step"])
+    """Restores network and optimizer variables by name; returns the step (the optimizer's
+    iterations).
+
+    Raises:
+        CheckpointError: the checkpoint does not fit (missing, unexpected, mis-shaped names).
+    """
+    arrays = read_arrays(path)
+    variables = {**network_variables(trainer.network),
+                 **optimizer_keys(trainer.optimizer, trainer.network)}
+    assign_by_name(variables, arrays, path)  # checks every name and shape, then assigns
+    return optimizer_step(trainer)
 
 
-class CheckpointCallback(keras.callbacks.Callback):
+class CheckpointCallback(StepCallback):
     """Saves every `every` steps and at the end of training."""
 
-    def __init__(self, model_dir, every: int, keep: int, start_step: int = 0, write: bool = True):
+    def __init__(self, model_dir, every: int, keep: int, write: bool = True):
         super().__init__()
         self.model_dir, self.every, self.keep = model_dir, every, keep
         self.write = write  # False on the workers other than the chief: count steps only
-        self.step = start_step
-        self.last_saved = start_step
+        self.last_saved = 0
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.last_saved = self.step
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        super().on_train_batch_end(batch, logs)
         if getattr(self.model, "stop_training_nan", False):
             return  # never overwrite the last good checkpoint with diverged weights
         if self.write and self.every > 0 and self.step % self.every == 0:
@@ -237,19 +250,18 @@ class StopOnNonFinite(keras.callbacks.Callback):
                   "checkpoint written before it is kept")
 
 
-class History(keras.callbacks.Callback):
-    """Per-step logs (step, the learning rate the step used, losses), kept and appended to
-    `path` (JSON lines)."""
+class History(StepCallback):
+    """Per-step logs (the global step, the learning rate the step used, the step's loss and
+    each of its terms), kept and appended to `path` (JSON lines)."""
 
-    def __init__(self, path: str | Path | None = None, start_step: int = 0, schedule=None):
+    def __init__(self, path: str | Path | None = None, schedule=None):
         super().__init__()
         self.steps: list[dict[str, float]] = []
         self.path = Path(path) if path else None
-        self.step = start_step
         self.schedule = schedule
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        super().on_train_batch_end(batch, logs)
         entry = {"step": self.step, **{k: float(v) for k, v in (logs or {}).items()}}
         if self.schedule is not None:
             # From the schedule, not the optimizer: reading its variables would force the JAX
@@ -291,7 +303,11 @@ def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
         # The host (scipy) matcher cannot be compiled; JAX always compiles the whole step.
         jit = keras.backend.backend() == "jax" or config.loss.matcher != "scipy"
         trainer = MaskFormerTrainer(network, criterion)
-        trainer.compile(optimizer=build_optimizer(config.train), jit_compile=jit)
+        optimizer = build_optimizer(config.train)
+        if config.train.mixed_precision == "float16":
+            # Wrapped here rather than by `compile`, so that skipped steps count (see there).
+            optimizer = StepCountingLossScaleOptimizer(optimizer, name="loss_scale_optimizer")
+        trainer.compile(optimizer=optimizer, jit_compile=jit)
         # The optimizer's variables exist before the first step: a `tf.function` that creates
         # variables is traced twice, and the train step's trace takes seconds to minutes.
         trainer.optimizer.build(trainer.trainable_variables)
@@ -351,24 +367,24 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
                 skip=skip // context.num_input_pipelines)))
     per_epoch = min(steps_per_epoch or total - start, total - start)
     epochs = math.ceil((total - start) / per_epoch)
-    history = History(model_dir / "train_log.jsonl" if chief else None, start,
+    # Every callback counts steps from the optimizer's iterations (restored above).
+    history = History(model_dir / "train_log.jsonl" if chief else None,
                       build_schedule(config.train))
     ckpt = CheckpointCallback(model_dir, config.train.checkpoint_every,
-                              config.train.keep_checkpoints, start, write=chief)
+                              config.train.keep_checkpoints, write=chief)
     fit_callbacks = [history, StopOnNonFinite()]
     if chief:
         # TensorBoard: every loss term and the learning rate every log_every steps; metrics
         # and sample predictions on the validation split every eval_every steps.
-        fit_callbacks.append(ScalarSummaries(model_dir / "logs", config.train.log_every, start,
+        fit_callbacks.append(ScalarSummaries(model_dir / "logs", config.train.log_every,
                                              build_schedule(config.train)))
         if config.train.eval_every > 0 and config.data.val_files:
-            fit_callbacks.append(PeriodicEvaluation(config, model_dir, config.train.eval_every,
-                                                    start))
+            fit_callbacks.append(PeriodicEvaluation(config, model_dir, config.train.eval_every))
     fit_callbacks += [ckpt, *callbacks]
     trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=verbose,
                 callbacks=fit_callbacks)
     if chief and not getattr(trainer, "stop_training_nan", False):
-        # config.yaml + model.weights.h5: what `load_model`, evaluate and predict read.
+        # config.yaml + model.weights.npz: what `load_model`, evaluate and predict read.
         from maskformer.model_dir import save_model
 
         save_model(trainer.network, config, model_dir)

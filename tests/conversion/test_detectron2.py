@@ -127,7 +127,7 @@ def test_convert_command_and_load_model(tenc, tmp_path, fmt, capsys):
     code = main(["convert", "--from", "detectron2", str(path), "--experiment", "maskformer_smoke",
                  "--config", str(config_yaml), "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    assert (out / "config.yaml").is_file() and (out / "model.weights.h5").is_file()
+    assert (out / "config.yaml").is_file() and (out / "model.weights.npz").is_file()
     model = maskformer.load_model(out)
     result = model(z["input/images_raw"], training=False)
     ref_logits = z["output/pred_logits"]

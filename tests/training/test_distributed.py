@@ -102,6 +102,6 @@ def test_two_worker_processes_match_one_device(tmp_path, shapes_records, single)
         assert len(trajectory) == STEPS
         np.testing.assert_allclose(trajectory, single, rtol=1e-4)
     model_dir = tmp_path / "shared"
-    assert (model_dir / "model.weights.h5").exists()
+    assert (model_dir / "model.weights.npz").exists()
     assert [p.name for p in (model_dir / "checkpoints").iterdir()] == [f"ckpt-{STEPS}.npz"]
     assert len((model_dir / "train_log.jsonl").read_text().splitlines()) == STEPS
