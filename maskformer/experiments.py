@@ -30,6 +30,11 @@ def list_experiments() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def describe(name: str) -> str:
+    """The first line of the experiment's docstring."""
+    return (_REGISTRY[name].__doc__ or "").strip().splitlines()[0] if name in _REGISTRY else ""
+
+
 def get_experiment(name: str) -> ExperimentConfig:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(list_experiments())}")

@@ -61,3 +61,18 @@ def backend() -> str:
     import keras
 
     return keras.backend.backend()
+
+
+@pytest.fixture(scope="session")
+def shapes_records(tmp_path_factory):
+    """A tiny shapes dataset converted to TFRecords: {"train", "val", "info"} paths."""
+    from maskformer.data import coco_panoptic, shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    paths = shapes.generate(root, num_train=16, num_val=4, size=64, seed=0, progress=False)
+    for split, p in paths.items():
+        coco_panoptic.convert(p.images, p.annotations, p.masks, root / "records" / split,
+                              strict=True, progress=False)
+    return {"train": str(root / "records" / "train-*.tfrecord"),
+            "val": str(root / "records" / "val-*.tfrecord"),
+            "info": str(root / "records" / "dataset.json")}

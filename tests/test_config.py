@@ -90,7 +90,8 @@ def test_invalid_model_value_is_reported():
 
 def test_command_line_config_order_and_repeated_set(tmp_path):
     """--experiment, then --config YAML, then every --set (repeatable) and --params_override."""
-    from maskformer.cli import _experiment_from_args, build_parser
+    from maskformer.cli import build_parser
+    from maskformer.cli.common import experiment_from_args
 
     yaml_file = tmp_path / "my.yaml"
     yaml_file.write_text("model:\n  num_queries: 30\ntrain:\n  seed: 5\n")
@@ -98,7 +99,7 @@ def test_command_line_config_order_and_repeated_set(tmp_path):
         "train", "--experiment", "maskformer_smoke", "--model-dir", str(tmp_path),
         "--config", str(yaml_file), "--set", "train.seed=6", "--set", "eval.batch_size=3",
         "--params_override", "train.steps=9"])
-    config = _experiment_from_args(args)
+    config = experiment_from_args(args)
     assert config.name == "maskformer_smoke"
     assert (config.model.num_queries, config.train.seed) == (30, 6)
     assert (config.eval.batch_size, config.train.steps) == (3, 9)

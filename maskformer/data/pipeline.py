@@ -23,10 +23,10 @@ crowd_map           [B, Hm, Wm] bool     pixels of crowd segments
 ==================  ===================  ======================================================
 
 Targets are the non-crowd segments in record order (for ADE20K: the classes present after
-augmentation, in class order, as the original's semantic mapper builds them). The maps
-(Hm, Wm) are at the resized, padded size (H, W) unless `DataConfig.eval_map_size` is set, in
-which case they are the original-size maps padded to that size (for evaluation at the original
-resolution). With a fixed `output_size` every shape is static in training (batches are
+augmentation, in class order, as the original's semantic mapper builds them). In training the
+maps (Hm, Wm) are at the resized, padded size (H, W). In evaluation they are at the original
+resolution, where predictions are compared: padded to `DataConfig.eval_map_size` if it is set
+(static shapes), else to the largest original image of the batch. With a fixed `output_size` every shape is static in training (batches are
 complete); evaluation keeps its last, smaller batch.
 """
 
@@ -89,6 +89,8 @@ def pad_or_cut(image, segment_map, height: int, width: int, pad_value: float = 0
     image = tf.pad(image, paddings + [[0, 0]], constant_values=pad_value)
     segment_map = tf.pad(segment_map, paddings)
     pixel_valid = tf.pad(tf.ones([h, w], tf.bool), paddings)
+    if not (isinstance(height, int) and isinstance(width, int)):
+        return image, segment_map, pixel_valid  # a size computed in the graph (dynamic padding)
     image = tf.ensure_shape(image, [height, width, 3])
     return image, tf.ensure_shape(segment_map, [height, width]), tf.ensure_shape(
         pixel_valid, [height, width])
@@ -217,6 +219,10 @@ class _Preprocessor:
             tf.debugging.assert_less_equal(
                 original_size, tf.constant(c.eval_map_size, tf.int32),
                 message="an original image is larger than data.eval_map_size")
+        elif not self.training:
+            # The ground truth stays at the original resolution, where predictions are
+            # compared; batches pad it to their largest image.
+            map_source = example["segment_map"]
         else:
             map_source = segment_map
         semantic, crowd = _maps(map_source, example["categories"], example["iscrowd"])
@@ -310,7 +316,7 @@ def build_dataset(data_config: DataConfig, files: str | Sequence[str], training:
         return preprocessor(parser(serialized), element_seed)
 
     ds = ds.map(process, num_parallel_calls=AUTOTUNE, deterministic=c.deterministic or None)
-    if preprocessor.size:
+    if preprocessor.size and (training or c.eval_map_size):
         ds = ds.batch(batch_size, drop_remainder=training)
     else:
         ds = ds.padded_batch(batch_size, padding_values=_padding_values(ds.element_spec),

@@ -113,7 +113,7 @@ class PeriodicEvaluation(StepCallback):
         self.log_path = Path(model_dir) / "eval_log.jsonl"
         self.writer = tf.summary.create_file_writer(str(Path(model_dir) / "logs" / "validation"))
         self.evaluations: list[dict[str, Any]] = []
-        self.predict_fn = None  # compiled at the first evaluation, then reused
+        self.predictor = None
 
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)
@@ -123,16 +123,16 @@ class PeriodicEvaluation(StepCallback):
     def evaluate(self) -> dict[str, Any]:
         import tensorflow as tf
 
-        from maskformer.training.evaluate import evaluate, make_predict_fn, read_categories
-        from maskformer.training.visualize import OverlayCollector
+        from maskformer.inference import Predictor, evaluate
+        from maskformer.visualize import OverlayCollector
 
         sync_state(self.model)
-        if self.predict_fn is None:
-            self.predict_fn = make_predict_fn(self.model.network)
-        collect = OverlayCollector(read_categories(self.config), self.num_pictures, scale=1)
+        if self.predictor is None:  # compiled at the first evaluation, then reused
+            self.predictor = Predictor(self.model.network, self.config)
+        collect = OverlayCollector(self.predictor.categories, self.num_pictures, scale=1)
         results = evaluate(self.model.network, self.config, progress=False,
                            on_batch=collect if self.config.eval.panoptic else None,
-                           predict_fn=self.predict_fn)
+                           predictor=self.predictor)
         scalars = metric_scalars(results)
         with self.writer.as_default():
             for name, value in scalars.items():

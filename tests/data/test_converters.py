@@ -1,6 +1,5 @@
 """Converters: exact round trips, determinism, atomic output and the bad-input reports."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -9,8 +8,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from maskformer.cli import main
 from maskformer.data import ade20k, coco_panoptic, records
-from maskformer.data.cli import add_subcommands
 from maskformer.data.records import DataError
 
 
@@ -120,32 +119,23 @@ def test_strict_fails_and_leaves_no_shards(shapes_copy, tmp_path):
     assert not list((tmp_path / "rec").glob("*")), "partial output left behind"
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog="maskformer")
-    add_subcommands(parser.add_subparsers(dest="command"))
-    return parser
-
-
 def test_cli_shapes_then_strict_error_without_traceback(tmp_path, capsys):
-    args = _parser().parse_args(["data", "shapes", "--out", str(tmp_path / "s"), "--num-images",
-                                 "3", "--num-val", "1", "--size", "32", "--no-progress"])
-    assert args.func(args) == 0
+    assert main(["data", "shapes", "--out", str(tmp_path / "s"), "--num-images", "3",
+                 "--num-val", "1", "--size", "32", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "train: wrote 3 records" in out and "val: wrote 1 records" in out
     assert len(list((tmp_path / "s/records").glob("train-*.tfrecord"))) == 1
     (tmp_path / "s/images/train/000001.jpg").write_bytes(b"garbage")
-    args = _parser().parse_args([
+    assert main([
         "data", "coco-panoptic", "--images", str(tmp_path / "s/images/train"),
         "--annotations", str(tmp_path / "s/annotations/panoptic_train.json"),
         "--masks", str(tmp_path / "s/annotations/panoptic_train"),
-        "--out", str(tmp_path / "r/train"), "--strict", "--no-progress"])
-    assert args.func(args) == 2
+        "--out", str(tmp_path / "r/train"), "--strict", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "000001.jpg" in err and "Traceback" not in err
-    args = _parser().parse_args(["data", "coco-panoptic", "--images", str(tmp_path / "nope"),
-                                 "--annotations", "x.json", "--masks", str(tmp_path),
-                                 "--out", str(tmp_path / "r/x")])
-    assert args.func(args) == 2
+    assert main(["data", "coco-panoptic", "--images", str(tmp_path / "nope"),
+                 "--annotations", "x.json", "--masks", str(tmp_path),
+                 "--out", str(tmp_path / "r/x")]) == 2
     assert "nope: images folder not found" in capsys.readouterr().err
 
 

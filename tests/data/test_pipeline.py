@@ -136,10 +136,13 @@ def test_eval_path_keeps_aspect_ratio_and_maps(tmp_path):
     assert images.shape[0] == 1  # evaluation keeps the last, smaller batch
     assert t["original_size"][0].numpy().tolist() == [64, 48]
     assert t["image_size"][0].numpy().tolist() == [43, 32]  # 64 * 32 / 48 = 42.67 -> 43
+    assert not t["pixel_valid"][0].numpy()[43:].any()
+    # The ground-truth maps stay at the original resolution (predictions are compared there),
+    # padded to the batch's largest image ...
     sem = t["semantic_map"][0].numpy()
-    assert (sem[43:] == 255).all() and (sem[:, 32:] == 255).all()
+    np.testing.assert_array_equal(sem, np.array([255, 0, 1, 2, 3])[smap])
     assert int(t["image_id"][0]) == 9
-    # Maps at the original resolution.
+    # ... or to data.eval_map_size.
     cfg = _small_config(eval_map_size=[80, 80])
     _, t = next(iter(pipeline.build_dataset(cfg, path, training=False, batch_size=1)))
     sem = t["semantic_map"][0].numpy()

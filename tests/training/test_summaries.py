@@ -9,8 +9,8 @@ import pytest
 
 from maskformer.config import apply_overrides
 from maskformer.experiments import get_experiment
+from maskformer.inference import evaluate
 from maskformer.model_dir import load_model
-from maskformer.training.evaluate import evaluate
 from maskformer.training.summaries import metric_scalars, read_summaries
 from maskformer.training.trainer import train
 from tests.training.conftest import smoke_overrides

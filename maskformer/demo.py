@@ -65,9 +65,10 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
              seed: int = 0, verbose: int = 1) -> dict[str, Any]:
     """Runs the demo end to end and returns its metrics (also written to OUT/metrics.json)."""
     from maskformer.data import coco_panoptic, shapes
-    from maskformer.training.evaluate import evaluate, print_results, write_results
+    from maskformer.evaluation.evaluator import print_results, write_results
+    from maskformer.inference import evaluate
     from maskformer.training.trainer import train
-    from maskformer.training.visualize import save_overlays
+    from maskformer.visualize import save_overlays
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -53,41 +53,34 @@ def side_by_side(pictures) -> Any:
 
 
 class OverlayCollector:
-    """An `evaluate(on_batch=...)` callback that keeps image | ground truth | prediction
-    pictures (numpy RGB) of the first `count` images, as `(image_id, picture)` pairs."""
+    """An `inference.evaluate(on_batch=...)` callback that keeps image | ground truth |
+    prediction pictures (numpy RGB) of the first `count` images, as `(image_id, picture)`
+    pairs."""
 
     def __init__(self, categories: list[dict[str, Any]], count: int = 8, scale: int = 2):
         self.categories, self.count, self.scale = categories, count, scale
         self.pictures: list[tuple[int, np.ndarray]] = []
 
-    def __call__(self, images, targets, results) -> None:
+    def __call__(self, images, targets, predictions) -> None:
         from PIL import Image
 
-        from maskformer.postprocess import crop_to_output, panoptic_segments_info
-        from maskformer.training.evaluate import ground_truth_segments
+        from maskformer.evaluation.evaluator import ground_truth_of
 
-        if len(self.pictures) >= self.count:
-            return
-        sizes, original = targets["image_size"], targets["original_size"]
-        pred = crop_to_output(results["panoptic"]["panoptic_seg"], original)
-        gt = crop_to_output(targets["segment_map"], original)
-        sem = crop_to_output(targets["semantic_map"], original)
-        crowd = crop_to_output(targets["crowd_map"], original)
-        for b in range(len(images)):
+        for b, prediction in enumerate(predictions):
             if len(self.pictures) >= self.count:
                 return
-            h, w = (int(v) for v in sizes[b])
+            gt = ground_truth_of(targets, b)
+            h, w = (int(v) for v in targets["image_size"][b])
             image = images[b, :h, :w].astype(np.uint8)
-            if image.shape[:2] != pred[b].shape:  # evaluation resized: show original size
-                image = np.asarray(Image.fromarray(image).resize(pred[b].shape[::-1]))
-            gt_segments = ground_truth_segments(gt[b], sem[b], crowd[b])
-            pictures = [overlay(image, np.zeros_like(gt[b]), [], self.categories),
-                        overlay(image, gt[b], gt_segments, self.categories),
-                        overlay(image, pred[b], panoptic_segments_info(results["panoptic"], b),
+            if image.shape[:2] != gt["segment_map"].shape:  # evaluation resized: show original
+                image = np.asarray(Image.fromarray(image).resize(gt["segment_map"].shape[::-1]))
+            pictures = [overlay(image, np.zeros_like(gt["segment_map"]), [], self.categories),
+                        overlay(image, gt["segment_map"], gt["segments"], self.categories),
+                        overlay(image, prediction.panoptic_map, prediction.segments,
                                 self.categories)]
             canvas = side_by_side(pictures)
             canvas = canvas.resize((canvas.width * self.scale, canvas.height * self.scale))
-            self.pictures.append((int(targets["image_id"][b]), np.asarray(canvas)))
+            self.pictures.append((gt["image_id"], np.asarray(canvas)))
 
 
 def save_overlays(model, config, out_dir: str | Path, count: int = 8,
@@ -95,7 +88,7 @@ def save_overlays(model, config, out_dir: str | Path, count: int = 8,
     """Image | ground truth | prediction for the first `count` validation images."""
     from PIL import Image
 
-    from maskformer.training.evaluate import evaluate, read_categories
+    from maskformer.inference import evaluate, read_categories
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,25 +1,24 @@
 """``maskformer data ...``: the dataset converters and the synthetic dataset on the command line.
 
-The main command registers these with `add_subcommands(subparsers)` and calls ``args.func(args)``,
-which returns an exit code. User errors (missing files, bad input under ``--strict``, bad
-arguments) print one ``error:`` line and return 2; they never end in a traceback.
+User errors (missing files, bad input under ``--strict``, bad arguments) print one ``error:``
+line and return 2 (the main command's rule); they never end in a traceback. An interrupted
+conversion renames nothing into place.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from maskformer.data.records import DataError
+from maskformer.errors import DataError
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True,
                    help="output prefix, e.g. data/coco/train -> data/coco/train-0000i-of-0000n"
                         ".tfrecord and data/coco/dataset.json")
-    p.add_argument("--shards", type=int, default=1, help="number of output files (default 1)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--shards", type=int, default=1, help="number of output files (default: 1)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--strict", action="store_true",
                    help="fail at the first bad input instead of skipping and counting it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,12 +50,14 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
     shapes = sub.add_parser("shapes", help="write the synthetic shapes dataset (COCO panoptic "
                                            "format) and convert it to TFRecords")
     shapes.add_argument("--out", required=True, help="output folder")
-    shapes.add_argument("--num-images", type=int, default=256, help="training images")
-    shapes.add_argument("--num-val", type=int, default=64, help="validation images")
-    shapes.add_argument("--size", type=int, default=128, help="image side in pixels")
-    shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--shards", type=int, default=1)
-    shapes.add_argument("--workers", type=int, default=1)
+    shapes.add_argument("--num-images", type=int, default=256,
+                        help="training images (default: 256)")
+    shapes.add_argument("--num-val", type=int, default=64, help="validation images (default: 64)")
+    shapes.add_argument("--size", type=int, default=128,
+                        help="image side in pixels (default: 128)")
+    shapes.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    shapes.add_argument("--shards", type=int, default=1, help="files per split (default: 1)")
+    shapes.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     shapes.add_argument("--no-records", action="store_true",
                         help="only write the COCO-format files, do not convert")
     shapes.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,33 +65,11 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
     return data
 
 
-def _guard(fn):
-    """Runs a command, turning user errors into one line on stderr and exit code 2."""
-
-    def wrapped(args) -> int:
-        try:
-            return fn(args)
-        except DataError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except OSError as e:  # e.g. an unwritable output folder
-            print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("interrupted; no output was renamed into place", file=sys.stderr)
-            return 130
-
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
-    return wrapped
-
-
 def _finish(report) -> int:
     print(report.summary())
     return 0
 
 
-@_guard
 def run_coco_panoptic(args) -> int:
     """``maskformer data coco-panoptic``."""
     from maskformer.data import coco_panoptic
@@ -101,7 +80,6 @@ def run_coco_panoptic(args) -> int:
     return _finish(report)
 
 
-@_guard
 def run_ade20k_semantic(args) -> int:
     """``maskformer data ade20k-semantic``."""
     from maskformer.data import ade20k
@@ -112,7 +90,6 @@ def run_ade20k_semantic(args) -> int:
     return _finish(report)
 
 
-@_guard
 def run_shapes(args) -> int:
     """``maskformer data shapes``: generate, then convert each split to ``OUT/records/``."""
     from maskformer.data import coco_panoptic, shapes
