@@ -9,8 +9,10 @@ naming the key.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,50 @@ from typing import Any
 import yaml
 
 from maskformer.errors import ConfigError
+
+# The semantic ground-truth value of void and padding pixels in the input pipeline's
+# `semantic_map` (maskformer.data.pipeline), which the semantic metrics skip.
+IGNORE_LABEL = 255
+
+
+class ConfigWarning(UserWarning):
+    """A combination of settings that runs but silently trains or evaluates worse."""
+
+
+def _warn(message: str) -> None:
+    # The default warnings filter shows a given message once per run, however often the
+    # experiment is validated.
+    warnings.warn(message, ConfigWarning, stacklevel=3)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def _check_min(key: str, value: float, minimum: float) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key}: {value} is below the minimum {minimum}")
+
+
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: {value} is not in [{low}, {high}]")
+
+
+def _check_size(key: str, value: list[int], allow_empty: bool) -> None:
+    """A [height, width] of positive ints (or [] where that means "not fixed")."""
+    if not value and allow_empty:
+        return
+    if len(value) != 2 or min(value) < 1:
+        raise ConfigError(f"{key}: expected [height, width] of positive integers"
+                          f"{' or []' if allow_empty else ''}, got {value}")
+
+
+def _check_sizes(key: str, value: list[int]) -> None:
+    """A non-empty list of positive ints."""
+    if not value or min(value) < 1:
+        raise ConfigError(f"{key}: expected a non-empty list of positive integers, got {value}")
 
 
 @dataclass
@@ -131,6 +177,17 @@ class ModelConfig:
                               "model.pixel_decoder 'transformer_encoder'")
         if self.dec_layers < 1:
             raise ConfigError("model.dec_layers: at least one decoder layer is needed")
+        for key in ("num_classes", "num_queries", "hidden_dim", "num_heads", "dim_feedforward",
+                    "mask_dim"):
+            _check_min(f"model.{key}", getattr(self, key), 1)
+        _check_min("model.size_divisibility", self.size_divisibility, 0)
+        _check_range("model.dropout", self.dropout, 0.0, 1.0)
+        for key in ("pixel_mean", "pixel_std"):
+            if len(getattr(self, key)) != 3:
+                raise ConfigError(f"model.{key}: expected 3 values (R, G, B), got "
+                                  f"{getattr(self, key)}")
+        if min(self.pixel_std) <= 0:
+            raise ConfigError(f"model.pixel_std: {self.pixel_std} has a value <= 0")
         self.backbone.validate()
 
 
@@ -146,6 +203,18 @@ class LossConfig:
     focal_gamma: float = 2.0
     matcher: str = "hungarian"  # "hungarian" (in-graph) | "scipy" (host)
     ignore_padding: bool = False
+
+    def validate(self) -> None:
+        for key in ("class_weight", "mask_weight", "dice_weight", "focal_gamma"):
+            _check_min(f"loss.{key}", getattr(self, key), 0.0)
+        if self.class_weight + self.mask_weight + self.dice_weight == 0:
+            raise ConfigError("loss.class_weight, loss.mask_weight, loss.dice_weight: all 0, "
+                              "nothing would be learnt")
+        _check_range("loss.no_object_weight", self.no_object_weight, 0.0, 1.0)
+        if self.focal_alpha > 1:  # a negative alpha turns the class weighting off
+            raise ConfigError(f"loss.focal_alpha: {self.focal_alpha} is above 1 (use a value "
+                              "in [0, 1], or < 0 for no weighting)")
+        _check_choice("loss.matcher", self.matcher, ("hungarian", "scipy"))
 
 
 @dataclass
@@ -188,6 +257,44 @@ class DataConfig:
     seed: int | None = None  # None: a fresh seed per run (0 when deterministic)
     report_truncation: bool = True  # print a line when an image has > max_instances segments
 
+    def validate(self) -> None:
+        _check_choice("data.dataset", self.dataset, ("coco_panoptic", "ade20k_semantic"))
+        _check_choice("data.record_format", self.record_format, ("maskformer", "model_garden"))
+        if self.record_format == "model_garden" and not self.dataset_info:
+            raise ConfigError("data.dataset_info: data.record_format=model_garden needs the "
+                              "category table (a dataset.json or COCO panoptic annotation file)")
+        _check_choice("data.augmentation", self.augmentation, ("coco_panoptic", "ade20k", "none"))
+        _check_choice("data.mask_dtype", self.mask_dtype, ("uint8", "float32"))
+        _check_size("data.output_size", self.output_size, allow_empty=True)
+        _check_size("data.eval_output_size", self.eval_output_size, allow_empty=True)
+        _check_size("data.eval_map_size", self.eval_map_size, allow_empty=True)
+        _check_size("data.crop_size", self.crop_size, allow_empty=False)
+        _check_min("data.size_divisibility", self.size_divisibility, 0)
+        _check_sizes("data.min_scale_sizes", self.min_scale_sizes)
+        _check_sizes("data.crop_short_edges", self.crop_short_edges)
+        for key in ("max_size", "eval_short_edge", "eval_max_size", "max_instances"):
+            _check_min(f"data.{key}", getattr(self, key), 1)
+        _check_min("data.shuffle_buffer", self.shuffle_buffer, 0)
+        if len(self.crop_range) != 2 or not 0 < self.crop_range[0] <= self.crop_range[1]:
+            raise ConfigError(f"data.crop_range: expected [min, max] with 0 < min <= max, got "
+                              f"{self.crop_range}")
+        _check_range("data.crop_pad_value", self.crop_pad_value, 0.0, 255.0)
+        if self.eval_output_size:
+            # The smallest resized evaluation image is a square of the short edge.
+            short = min(self.eval_short_edge, self.eval_max_size)
+            if short > max(self.eval_output_size):
+                raise ConfigError(f"data.eval_output_size: {self.eval_output_size} cannot hold "
+                                  f"any image resized to a short edge of {short} "
+                                  "(data.eval_short_edge, data.eval_max_size); enlarge it")
+        if (self.augmentation == "ade20k" and self.output_size
+                and any(c > o for c, o in zip(self.crop_size, self.output_size, strict=True))):
+            _warn(f"data.crop_size {self.crop_size} is larger than data.output_size "
+                  f"{self.output_size}: every training crop is cut at the bottom/right")
+
+    def num_categories(self) -> int | None:
+        """The number of categories in `dataset_info`, if it names a readable small file."""
+        return _count_categories(self.dataset_info) if self.dataset_info else None
+
 
 @dataclass
 class TrainConfig:
@@ -218,6 +325,27 @@ class TrainConfig:
         if self.schedule not in ("step", "poly", "constant"):
             raise ConfigError(f"train.schedule: {self.schedule!r} is not 'step', 'poly' or "
                               "'constant'")
+        for key in ("global_batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+            _check_min(f"train.{key}", getattr(self, key), 1)
+        for key in ("steps", "warmup_steps", "eval_every", "weight_decay", "clip_norm",
+                    "backbone_multiplier", "poly_power"):
+            _check_min(f"train.{key}", getattr(self, key), 0)
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate: {self.learning_rate} is not positive")
+        if self.schedule == "step":
+            if sorted(set(self.step_boundaries)) != self.step_boundaries:
+                raise ConfigError(f"train.step_boundaries: {self.step_boundaries} is not "
+                                  "strictly increasing")
+            if self.step_boundaries and self.step_boundaries[0] < 1:
+                raise ConfigError(f"train.step_boundaries: {self.step_boundaries} has a "
+                                  "boundary below step 1")
+            late = [b for b in self.step_boundaries if b >= self.steps]
+            if late:
+                _warn(f"train.step_boundaries {late} are not before train.steps "
+                      f"{self.steps}: the learning rate never drops there")
+        if self.steps and self.warmup_steps >= self.steps:
+            _warn(f"train.warmup_steps {self.warmup_steps} is not below train.steps "
+                  f"{self.steps}: training ends during the warm-up")
 
 
 @dataclass
@@ -235,7 +363,21 @@ class EvalConfig:
     # Resize mask logits before the semantic combination (forced when panoptic is on, as in the
     # original); otherwise the class-score map is resized.
     sem_seg_postprocess_before_inference: bool = False
-    ignore_label: int = 255  # semantic ground truth label that is not evaluated
+    ignore_label: int = IGNORE_LABEL  # semantic ground truth label that is not evaluated
+
+    def validate(self) -> None:
+        _check_range("eval.object_mask_threshold", self.object_mask_threshold, 0.0, 1.0)
+        _check_range("eval.overlap_threshold", self.overlap_threshold, 0.0, 1.0)
+        _check_min("eval.batch_size", self.batch_size, 1)
+        _check_min("eval.instance_top_k", self.instance_top_k, 1)
+        if self.ignore_label != IGNORE_LABEL:
+            # The input pipeline writes void and padding as IGNORE_LABEL; any other value would
+            # evaluate void pixels as a class, or skip a real class.
+            raise ConfigError(f"eval.ignore_label: {self.ignore_label} is not supported; the "
+                              f"input pipeline marks void pixels with {IGNORE_LABEL}")
+        if not (self.panoptic or self.semantic or self.instance):
+            _warn("eval.panoptic, eval.semantic and eval.instance are all false: evaluation "
+                  "computes no metric")
 
 
 @dataclass
@@ -250,9 +392,62 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> ExperimentConfig:
+        """Checks every section and the combinations of sections.
+
+        Raises:
+          ConfigError: a value or combination that cannot work, naming the key.
+
+        Warns (`ConfigWarning`, once per run): combinations that run but train or evaluate
+        worse than the user likely meant.
+        """
         self.model.validate()
+        self.loss.validate()
+        self.data.validate()
         self.train.validate()
+        self.eval.validate()
+        self._check_combinations()
         return self
+
+    def _check_combinations(self) -> None:
+        model, data = self.model, self.data
+        if model.num_classes > IGNORE_LABEL:
+            raise ConfigError(f"model.num_classes: {model.num_classes} classes include the id "
+                              f"{IGNORE_LABEL}, which the input pipeline uses for void pixels")
+        if data.max_instances > model.num_queries:
+            _warn(f"data.max_instances {data.max_instances} is more than model.num_queries "
+                  f"{model.num_queries}: in an image with more than {model.num_queries} target "
+                  "segments, the extra targets match no query and get no loss")
+        known = data.num_categories()
+        if known is not None and known != model.num_classes:
+            raise ConfigError(f"model.num_classes: {model.num_classes}, but data.dataset_info "
+                              f"({data.dataset_info}) lists {known} categories")
+
+
+# dataset.json is small; a COCO panoptic annotation file (a possible data.dataset_info with
+# Model Garden records) can be hundreds of MB and is not read just to count its categories.
+_MAX_INFO_BYTES = 16 * 2**20
+_category_counts: dict[tuple[str, float], int | None] = {}
+
+
+def _count_categories(path: str) -> int | None:
+    """Number of entries of the "categories" list of a JSON file; None if it cannot be read."""
+    file = Path(path)
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    key = (str(file.resolve()), stat.st_mtime)
+    if key not in _category_counts:
+        count = None
+        if stat.st_size <= _MAX_INFO_BYTES:
+            try:
+                data = json.loads(file.read_text())
+                if isinstance(data, dict) and isinstance(data.get("categories"), list):
+                    count = len(data["categories"])
+            except (OSError, ValueError):
+                count = None
+        _category_counts[key] = count
+    return _category_counts[key]
 
 
 # ---------------------------------------------------------------------------------------------

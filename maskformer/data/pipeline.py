@@ -37,13 +37,12 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from maskformer.config import DataConfig
+from maskformer.config import IGNORE_LABEL, DataConfig
 from maskformer.data import augment as aug
 from maskformer.data import model_garden, records
 from maskformer.data.records import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
-IGNORE_LABEL = 255
 
 
 def resolve_files(files: str | Sequence[str]) -> list[str]:
