@@ -21,9 +21,9 @@ from __future__ import annotations
 import keras
 
 # (class path, attribute, parameters after self) of each private Keras hook used here and in
-# trainer.py / optimizer.py; tests/training/test_distributed.py checks they still exist.
+# trainer.py / optimizer.py; tests/training/test_train_step.py checks they still exist.
 PRIVATE_HOOKS = (
-    ("keras.src.trainers.trainer.Trainer", "_maybe_symbolic_build",
+    ("keras.src.backend.tensorflow.trainer.TensorFlowTrainer", "_maybe_symbolic_build",
      ("iterator", "data_batch")),
     ("keras.src.optimizers.base_optimizer.BaseOptimizer", "_clip_gradients", ("grads",)),
     ("keras.src.backend.tensorflow.optimizer.TFOptimizer", "_all_reduce_sum_gradients",

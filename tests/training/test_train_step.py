@@ -98,3 +98,24 @@ def test_compiled_train_step_updates_weights():
     assert all(any(e in p for e in expected) for p in unchanged), unchanged
     for v, b in zip(trainer.network.non_trainable_weights, frozen_before, strict=True):
         np.testing.assert_array_equal(np.asarray(v), b, err_msg=v.path)
+
+
+def test_private_keras_hooks_still_exist():
+    """The private Keras / TensorFlow hooks that training overrides or calls (listed in
+    maskformer/training/distribute.py) exist with the parameters the code passes: a Keras
+    release that moves one fails here, not in a distributed run."""
+    import importlib
+    import inspect
+
+    from maskformer.training.distribute import PRIVATE_HOOKS
+
+    for owner, name, parameters in PRIVATE_HOOKS:
+        module, _, attr = owner.rpartition(".")
+        try:
+            scope = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError:
+            scope = importlib.import_module(owner)
+        hook = getattr(scope, name, None)
+        assert callable(hook), f"{owner}.{name} is gone"
+        found = [p for p in inspect.signature(hook).parameters if p != "self"]
+        assert found == list(parameters), f"{owner}.{name}{tuple(found)}"
