@@ -32,7 +32,7 @@ from scipy.special import log_softmax  # noqa: E402
 from maskformer.data.pipeline import build_dataset  # noqa: E402
 from maskformer.inference import read_categories  # noqa: E402
 from maskformer.model_dir import load_config, load_model  # noqa: E402
-from maskformer.postprocess import upsample_bilinear  # noqa: E402
+from maskformer.resize import upsample_bilinear  # noqa: E402
 
 FEATURES = ("res2", "res3", "res4", "res5", "mask_features")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from maskformer import postprocess
+from maskformer import postprocess, resize
 from tests.conftest import backend
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +344,7 @@ def test_crop_and_resize_matches_pytorch(in_size, valid, out):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 3, *in_size)).astype(np.float32)
     canvas = (out[0] + 2, out[1] + 3)
-    got = _np(compiled(lambda v: postprocess.crop_and_resize(v, [valid, valid], [out, out], canvas))(x))
+    got = _np(compiled(lambda v: resize.crop_and_resize(v, [valid, valid], [out, out], canvas))(x))
     expected = torch.nn.functional.interpolate(
         torch.from_numpy(x[:, :, : valid[0], : valid[1]]), size=out, mode="bilinear",
         align_corners=False,
@@ -362,7 +362,7 @@ def test_crop_and_resize_matches_pytorch(in_size, valid, out):
 def test_upsample_bilinear_matches_pytorch(in_size, out):
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(8).normal(0, 3, size=(2, 3, *in_size)).astype(np.float32)
-    got = _np(compiled(lambda v: postprocess.upsample_bilinear(v, out))(x))
+    got = _np(compiled(lambda v: resize.upsample_bilinear(v, out))(x))
     expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=out, mode="bilinear",
                                                align_corners=False).numpy()
     np.testing.assert_allclose(got, expected, atol=3e-5, rtol=0)
@@ -373,7 +373,7 @@ def test_crop_and_resize_with_different_sizes_per_image():
     x = rng.normal(size=(3, 2, 16, 20)).astype(np.float32)
     valid = np.array([[16, 20], [10, 14], [13, 5]])
     out = np.array([[21, 30], [7, 9], [26, 10]])
-    got = _np(compiled(lambda v: postprocess.crop_and_resize(v, valid, out, (26, 30)))(x))
+    got = _np(compiled(lambda v: resize.crop_and_resize(v, valid, out, (26, 30)))(x))
     for b in range(3):
         expected = np_resize_bilinear(x[b, :, : valid[b, 0], : valid[b, 1]], *out[b])
         np.testing.assert_allclose(got[b, :, : out[b, 0], : out[b, 1]], expected, atol=2e-5)

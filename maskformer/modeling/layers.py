@@ -1,7 +1,7 @@
 """Building blocks shared by the backbone and the pixel decoder.
 
 PyTorch semantics are reproduced where Keras' defaults differ (REFERENCE.md section 12):
-explicit symmetric padding instead of 'same', eps 1e-5 norms, PyTorch's legacy nearest resize.
+explicit symmetric padding instead of 'same', eps 1e-5 norms (resizes: `maskformer.resize`).
 """
 
 from __future__ import annotations
@@ -109,21 +109,3 @@ class Conv2d(keras.layers.Layer):
                 "strides": self.strides, "use_bias": self.use_bias, "norm": self.norm_type,
                 "activation": self.activation, "norm_eps": self.norm_eps,
                 "norm_groups": self.norm_groups, "dilation": self.dilation}
-
-
-def nearest_indices(in_size, out_size):
-    """Source indices of PyTorch's legacy nearest interpolation: floor(dst * in / out).
-
-    TF's and JAX's nearest resize use half-pixel centres and differ for non-integer ratios.
-    The scale is computed in float32, as PyTorch does.
-    """
-    scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
-    idx = ops.floor(ops.cast(ops.arange(out_size), "float32") * scale)
-    return ops.minimum(ops.cast(idx, "int32"), ops.cast(in_size, "int32") - 1)
-
-
-def resize_nearest(x, size):
-    """Nearest resize of x [B, h, w, C] to `size` (height, width), PyTorch's rule."""
-    in_h, in_w = ops.shape(x)[1], ops.shape(x)[2]
-    x = ops.take(x, nearest_indices(in_h, size[0]), axis=1)
-    return ops.take(x, nearest_indices(in_w, size[1]), axis=2)

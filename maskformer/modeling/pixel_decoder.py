@@ -9,9 +9,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from maskformer.modeling.layers import Conv2d, resize_nearest
+from maskformer.modeling.layers import Conv2d
 from maskformer.modeling.position_encoding import sine_position_encoding
 from maskformer.modeling.transformer import EncoderLayer
+from maskformer.resize import nearest_resize
 
 
 def flatten_hw(x):
@@ -44,7 +45,7 @@ class FPNDecoder(keras.layers.Layer):
         for i in (2, 1, 0):  # res4, res3, res2
             lateral = self.adapters[i](features[f"res{i + 2}"])
             size = (ops.shape(lateral)[1], ops.shape(lateral)[2])
-            y = self.layers_[i](lateral + resize_nearest(y, size))
+            y = self.layers_[i](lateral + nearest_resize(y, size, axes=(1, 2)))
         return self.mask_features(y)
 
     def call(self, features, training=None):

@@ -25,7 +25,7 @@ from keras import ops
 
 from maskformer.config import LossConfig
 from maskformer.objective.matcher import compute_cost_matrix, match
-from maskformer.objective.resize import bilinear_resize
+from maskformer.resize import bilinear_resize
 
 __all__ = ["SetCriterion", "build_criterion", "dice_loss", "sigmoid_focal_loss"]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from maskformer.objective.resize import nearest_resize
+from maskformer.resize import nearest_resize
 
 __all__ = ["compute_cost_matrix", "hungarian_match", "match", "scipy_match"]
 

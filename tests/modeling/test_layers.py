@@ -1,22 +1,7 @@
 import numpy as np
 import pytest
 
-from maskformer.modeling.layers import Conv2d, nearest_indices, resize_nearest
-
-
-@pytest.mark.parametrize("src,dst", [(4, 7), (7, 13), (13, 25), (76, 151), (5, 10), (3, 3)])
-def test_nearest_matches_pytorch(src, dst):
-    torch = pytest.importorskip("torch")
-    x = torch.arange(src, dtype=torch.float32).reshape(1, 1, src, 1)
-    ref = torch.nn.functional.interpolate(x, size=(dst, 1), mode="nearest")[0, 0, :, 0].numpy()
-    np.testing.assert_array_equal(np.asarray(nearest_indices(src, dst)), ref.astype(int))
-
-
-def test_resize_nearest_2d():
-    x = np.arange(4 * 5, dtype=np.float32).reshape(1, 4, 5, 1)
-    out = np.asarray(resize_nearest(x, (7, 9)))
-    rows, cols = [0, 0, 1, 1, 2, 2, 3], [0, 0, 1, 1, 2, 2, 3, 3, 4]
-    np.testing.assert_array_equal(out[0, :, :, 0], x[0][np.ix_(rows, cols)][..., 0])
+from maskformer.modeling.layers import Conv2d
 
 
 @pytest.mark.parametrize("kernel,strides,dilation,size", [

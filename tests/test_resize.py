@@ -1,11 +1,13 @@
-"""PyTorch's F.interpolate semantics (nearest legacy rule, bilinear half-pixel) on both backends."""
+"""PyTorch's F.interpolate rules (nearest legacy, bilinear half-pixel) on both backends: the
+resizes of model, objective and post-processing."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from keras import ops
 
-from maskformer.objective.resize import bilinear_resize, nearest_indices, nearest_resize
+from maskformer.resize import bilinear_resize, nearest_indices, nearest_resize, upsample_bilinear
 from tests.objective.helpers import to_numpy
 
 SIZES = [(24, 96), (25, 97), (18, 70), (22, 85), (76, 151), (7, 13), (13, 25), (16, 32),
@@ -46,7 +48,7 @@ def test_bilinear_resize_equals_pytorch(in_hw, out_hw):
 @pytest.mark.parametrize("out_size", [1, 15, 100, 397, 800])
 def test_bilinear_taps_equal_pytorch_exactly(in_size, out_size):
     """The interpolation matrix PyTorch applies (read off from an identity input), bit for bit."""
-    from maskformer.objective.resize import bilinear_weights
+    from maskformer.resize import bilinear_weights
 
     eye = torch.eye(in_size, dtype=torch.float32)[None, :, :, None]
     ref = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)[0, :, :, 0]
@@ -56,3 +58,33 @@ def test_bilinear_taps_equal_pytorch_exactly(in_size, out_size):
     np.add.at(ours, (index1, np.arange(out_size)), weight1)
     np.testing.assert_array_equal(ours, ref.numpy())
 
+
+@pytest.mark.parametrize("src,dst", [(4, 7), (7, 13), (13, 25), (76, 151), (5, 10), (3, 3)])
+def test_dynamic_nearest_indices_equal_pytorch(src, dst):
+    x = torch.arange(src, dtype=torch.float32).reshape(1, 1, src, 1)
+    ref = torch.nn.functional.interpolate(x, size=(dst, 1), mode="nearest")[0, 0, :, 0].numpy()
+    np.testing.assert_array_equal(to_numpy(nearest_indices(ops.convert_to_tensor(src), ops.convert_to_tensor(dst))), ref.astype(int))
+
+
+def test_nearest_resize_of_channels_last_features():
+    x = np.arange(4 * 5, dtype=np.float32).reshape(1, 4, 5, 1)
+    out = to_numpy(nearest_resize(x, (7, 9), axes=(1, 2)))
+    rows, cols = [0, 0, 1, 1, 2, 2, 3], [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    np.testing.assert_array_equal(out[0, :, :, 0], x[0][np.ix_(rows, cols)][..., 0])
+
+
+@pytest.mark.parametrize("in_hw,out_hw,bound", [
+    ((25, 33), (100, 132), 5e-7),     # the integer ratios of post-processing's upsample
+    ((30, 40), (640, 640), 5e-7),
+    ((200, 304), (800, 1216), 5e-7),
+    ((25, 33), (97, 131), 3e-6),      # a non-integer ratio
+])
+def test_upsample_bilinear_is_within_coordinate_rounding_of_pytorch(in_hw, out_hw, bound):
+    """What the module docstring states: ops.image.resize places its taps by another float32
+    evaluation of the source coordinate; the exact taps of bilinear_resize stay at 1e-7."""
+    x = np.random.default_rng(0).normal(0, 3, (1, 2) + in_hw).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(x), size=out_hw, mode="bilinear",
+                        align_corners=False).numpy()
+    scale = np.abs(ref).max()
+    assert np.abs(to_numpy(upsample_bilinear(x, out_hw)) - ref).max() / scale < bound
+    assert np.abs(to_numpy(bilinear_resize(x, out_hw)) - ref).max() / scale < 3e-7
