@@ -1,10 +1,16 @@
 """Forward latency: ours (TensorFlow graph and XLA) against Hugging Face PyTorch, same weights.
 
 The Hugging Face-comparable model: ResNet-50 + FPN pixel decoder, 150 classes, 100 queries,
-randomly initialised, converted into ours. Batch 1, CPU, median over repeated runs, every
-contender timed in turn within one process.
+randomly initialised, converted into ours. Batch 1, CPU, median over repeated runs. The
+contenders run interleaved (PyTorch, TF graph, XLA, PyTorch, ...), so that a load that comes and
+goes on a shared machine falls on all of them alike and the ratios stay meaningful.
+
+`--profile 512x512` adds per-stage medians at that size, also interleaved: ours as one compiled
+function per stage (normalisation + backbone, pixel decoder, transformer predictor, heads),
+PyTorch's stages timed by forward hooks inside its whole forward pass.
 
     KERAS_BACKEND=tensorflow python benchmarks/forward.py [--sizes 512x512 800x1216] [--runs 7]
+        [--profile 512x512]
 """
 
 from __future__ import annotations
@@ -31,21 +37,102 @@ from maskformer.conversion.io import convert_checkpoint, max_relative_difference
 from tests.conversion.test_huggingface import MEAN, STD, hf_model  # noqa: E402
 
 
-def timed(fn, runs: int) -> float:
-    fn()  # warm-up (tracing, compilation)
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+def interleaved(contenders: dict, runs: int) -> dict[str, float]:
+    """Median seconds of each callable, run in turn (a, b, c, a, b, c, ...) after 2 warm-ups."""
+    for fn in contenders.values():  # warm-up (tracing, compilation)
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        fn()
+    times = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def stage_functions(model, jit_compile: bool):
+    """Ours split at the stage boundaries: one tf.function per stage, each fed the previous
+    stage's outputs (computed once), each returning its outputs' sum so that nothing is
+    skipped."""
+    source = model.config.predictor_input()
+
+    def backbone(x):
+        return model.backbone(model.normalize(x))
+
+    def pixel_decoder(features):
+        return model.pixel_decoder(features, training=False)["mask_features"]
+
+    def predictor(memory):
+        return model.predictor(memory, training=False)
+
+    def heads(states, mask_features):
+        outs = []
+        for hs in states:
+            mask_embed = model.predictor.mask_embed(hs)
+            outs.append(tf.reduce_sum(model.predictor.class_embed(hs)))
+            outs.append(tf.reduce_sum(tf.einsum("bqc,bhwc->bqhw", mask_embed, mask_features)))
+        return tf.add_n(outs)
+
+    fns = {name: tf.function(fn, jit_compile=jit_compile)
+           for name, fn in [("backbone", backbone), ("pixel decoder", pixel_decoder),
+                            ("predictor", predictor), ("heads", heads)]}
+
+    def bound(x):
+        features = fns["backbone"](x)
+        mask_features = fns["pixel decoder"](features)
+        states = fns["predictor"](features[source])
+        return {
+            "backbone": lambda: fns["backbone"](x)["res5"].numpy(),
+            "pixel decoder": lambda: fns["pixel decoder"](features).numpy(),
+            "predictor": lambda: fns["predictor"](features[source])[-1].numpy(),
+            "heads": lambda: fns["heads"](states, mask_features).numpy(),
+        }
+
+    return bound
+
+
+class TorchStages:
+    """Wall time of Hugging Face's backbone, pixel decoder and transformer module inside one
+    forward pass, through forward hooks; the heads are the rest."""
+
+    def __init__(self, reference):
+        inner = reference.model
+        self.modules = {"backbone": inner.pixel_level_module.encoder,
+                        "pixel decoder": inner.pixel_level_module.decoder,
+                        "predictor": inner.transformer_module}
+        self.times = {name: [] for name in [*self.modules, "heads"]}
+        self.start = {}
+        self.handles = []
+        for name, module in self.modules.items():
+            self.handles.append(module.register_forward_pre_hook(
+                lambda m, i, name=name: self._begin(name)))
+            self.handles.append(module.register_forward_hook(
+                lambda m, i, o, name=name: self._end(name)))
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+    def _begin(self, name):
+        self.start[name] = time.perf_counter()
+
+    def _end(self, name):
+        self.times[name].append(time.perf_counter() - self.start[name])
+
+    def record_total(self, seconds: float):
+        self.times["heads"].append(seconds - sum(self.times[n][-1] for n in self.modules))
+
+    def medians(self, skip: int) -> dict[str, float]:
+        return {name: statistics.median(t[skip:]) for name, t in self.times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", nargs="+", default=["512x512", "800x1216"])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--profile", nargs="*", default=[], metavar="SIZE",
+                        help="sizes to time stage by stage as well")
     args = parser.parse_args()
 
     reference = hf_model(num_labels=150, num_queries=100)
@@ -56,7 +143,7 @@ def main() -> None:
     graph = tf.function(lambda x: model(x, training=False))
     xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
     print(f"threads: torch {torch.get_num_threads()}, cores {os.cpu_count()}")
-    rows = []
+    rows, profiles = [], []
     for size in args.sizes:
         h, w = (int(v) for v in size.split("x"))
         images = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
@@ -69,10 +156,12 @@ def main() -> None:
 
         ref_masks = run_torch().masks_queries_logits.numpy()
         err = max_relative_difference(xla(x)["pred_masks"].numpy(), ref_masks)
-        t_torch = timed(run_torch, args.runs)
-        t_graph = timed(lambda x=x: graph(x)["pred_masks"].numpy(), args.runs)
-        t_xla = timed(lambda x=x: xla(x)["pred_masks"].numpy(), args.runs)
-        rows.append((size, t_torch, t_graph, t_xla, err))
+        medians = interleaved({"torch": run_torch,
+                               "graph": lambda x=x: graph(x)["pred_masks"].numpy(),
+                               "xla": lambda x=x: xla(x)["pred_masks"].numpy()}, args.runs)
+        rows.append((size, medians["torch"], medians["graph"], medians["xla"], err))
+        if size in args.profile:
+            profiles.append((size, profile(model, reference, x, run_torch, args.runs)))
 
     print("\n| size | HF PyTorch (s) | ours TF graph (s) | ours XLA (s) | graph / PyTorch "
           "| XLA / PyTorch | max rel. diff |")
@@ -80,7 +169,38 @@ def main() -> None:
     for size, t_torch, t_graph, t_xla, err in rows:
         print(f"| {size} | {t_torch:.3f} | {t_graph:.3f} | {t_xla:.3f} | {t_graph / t_torch:.2f} "
               f"| {t_xla / t_torch:.2f} | {err:.1e} |")
+    for size, stages in profiles:
+        print(f"\nstages at {size}, median s (ours: one compiled function per stage)")
+        print("| stage | HF PyTorch | ours TF graph | ours XLA | graph / PyTorch | XLA / PyTorch |")
+        print("|---|---|---|---|---|---|")
+        for name, (t_torch, t_graph, t_xla) in stages.items():
+            print(f"| {name} | {t_torch:.3f} | {t_graph:.3f} | {t_xla:.3f} "
+                  f"| {t_graph / t_torch:.2f} | {t_xla / t_torch:.2f} |")
 
+
+def profile(model, reference, x, run_torch, runs: int) -> dict[str, tuple[float, float, float]]:
+    """Per stage: (PyTorch, TF graph, XLA) medians, all stages of all three interleaved."""
+    graph = stage_functions(model, jit_compile=False)(x)
+    xla = stage_functions(model, jit_compile=True)(x)
+    hooks = TorchStages(reference)
+
+    def torch_total():
+        start = time.perf_counter()
+        run_torch()
+        hooks.record_total(time.perf_counter() - start)
+
+    contenders = {"torch": torch_total}
+    for name in graph:
+        contenders[f"graph {name}"] = graph[name]
+        contenders[f"xla {name}"] = xla[name]
+    medians = interleaved(contenders, runs)
+    hooks.remove()
+    torch_stages = hooks.medians(skip=2)
+    table = {name: (torch_stages[name], medians[f"graph {name}"], medians[f"xla {name}"])
+             for name in graph}
+    table["total"] = (medians["torch"], sum(t[1] for t in table.values()),
+                      sum(t[2] for t in table.values()))
+    return table
 
 if __name__ == "__main__":
     main()
