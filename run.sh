@@ -2,6 +2,7 @@
 # Sets up .venv on first use (Python 3.11, the project and its extras), then runs:
 #   bash run.sh demo [ARGS]     the end-to-end demo on the built-in synthetic dataset
 #   bash run.sh test [ARGS]     the test suite on the TensorFlow and the JAX backend
+#   bash run.sh lint            ruff check of the package, the tests and the benchmarks
 #   bash run.sh maskformer ...  any maskformer command
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -45,9 +46,11 @@ case "$what" in
     KERAS_BACKEND=jax "$VENV/bin/python" -m pytest -q "${parallel[@]}" \
       -m "not slow and not backend_independent" "$@"
     ;;
+  lint)
+    exec "$VENV/bin/ruff" check maskformer tests benchmarks ;;
   maskformer)
     exec "$VENV/bin/maskformer" "$@" ;;
   *)
-    echo "usage: bash run.sh {demo|test|maskformer} [ARGS]" >&2
+    echo "usage: bash run.sh {demo|test|lint|maskformer} [ARGS]" >&2
     exit 2 ;;
 esac

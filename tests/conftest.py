@@ -1,7 +1,8 @@
 """Shared test harness.
 
 The original code's reference vectors live outside the repository; tests find them through
-MASKFORMER_REFERENCE_DATA (set by .ci/run) and skip with a reason where it is absent.
+MASKFORMER_REFERENCE_DATA (set by .ci/run) and skip with a reason where it is absent, except in
+CI, where such a skip is a failure.
 """
 
 import os
@@ -19,6 +20,34 @@ BACKEND_INDEPENDENT = ("data", "evaluation")
 # TensorBoard summaries, checkpoint resume): the Keras code they drive (model, losses, train
 # step, post-processing) has tests of its own that run on both backends.
 TENSORFLOW_TOOLING = ("test_cli.py", "test_demo.py", "test_summaries.py", "test_resume.py")
+
+
+# In CI (`CI` set, as .ci/run runs) a test that would skip because a reference is missing (the
+# original's vectors, PyTorch / transformers, panopticapi, pycocotools) fails instead: CI has
+# them all, and a comparison that silently stopped running must not pass.
+MISSING_REFERENCE = ("could not import", REFERENCE_ENV)
+
+
+def _fail_missing_reference_in_ci(report) -> None:
+    if not (os.environ.get("CI") and report.skipped and isinstance(report.longrepr, tuple)):
+        return
+    reason = str(report.longrepr[2])
+    if any(marker in reason for marker in MISSING_REFERENCE):
+        report.outcome = "failed"
+        report.longrepr = f"a reference is missing in CI, where every one must be present: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_missing_reference_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    # A module-level `pytest.importorskip` skips the whole file at collection.
+    outcome = yield
+    _fail_missing_reference_in_ci(outcome.get_result())
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,6 +13,9 @@ from maskformer.cli import convert, data, run
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskformer", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from maskformer import __version__
+
+    parser.add_argument("--version", action="version", version=f"maskformer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     convert.add_subcommands(sub)
     data.add_subcommands(sub)
