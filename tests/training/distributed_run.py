@@ -21,7 +21,6 @@ def main(argv):
     from maskformer.cli.common import make_strategy
     from maskformer.config import apply_overrides
     from maskformer.experiments import get_experiment
-    from maskformer.training.cli import _strategy
     from maskformer.training.trainer import train
 
     config = apply_overrides(get_experiment("maskformer_smoke"), overrides).validate()
