@@ -22,7 +22,7 @@ STEPS = 4
 def trained(tmp_path_factory, shapes_records):
     config = apply_overrides(get_experiment("maskformer_smoke"), smoke_overrides(
         shapes_records, **{"loss.matcher": "scipy", "train.log_every": 1,
-                           "train.eval_every": 2, "train.checkpoint_every": 0,
+                           "train.eval_every": 2, "train.checkpoint_every": STEPS,
                            "eval.object_mask_threshold": 0.0, "eval.overlap_threshold": 0.0,
                            "data.eval_output_size": "[64, 64]"}))
     model_dir = tmp_path_factory.mktemp("run")
