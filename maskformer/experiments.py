@@ -126,7 +126,7 @@ def maskformer_smoke() -> ExperimentConfig:
     """Tiny transformer-encoder model on small images: for tests."""
     return ExperimentConfig(
         model=_tiny_model("transformer_encoder", num_classes=7),
-        data=DataConfig(output_size=[64, 64], max_instances=16, min_scale_sizes=[48, 64],
+        data=DataConfig(output_size=[64, 64], max_instances=10, min_scale_sizes=[48, 64],
                         max_size=128, crop_short_edges=[48, 64], crop_range=[40, 64],
                         eval_short_edge=64, eval_max_size=128, eval_output_size=[128, 128],
                         shuffle_buffer=16),
