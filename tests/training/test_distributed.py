@@ -30,7 +30,7 @@ def _overrides(records):
     return smoke_overrides(records, **{"model.dropout": 0.0, "loss.no_object_weight": 1.0,
                                        "data.augmentation": "none", "data.shuffle_buffer": 1,
                                        "train.global_batch_size": 4, "train.steps": STEPS,
-                                       "train.checkpoint_every": 0,
+                                       "train.checkpoint_every": STEPS,
                                        # compiles in seconds, unlike the XLA step
                                        "loss.matcher": "scipy"})
 
