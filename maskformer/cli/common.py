@@ -1,5 +1,5 @@
-"""What the commands share: the experiment options, reading a model directory with overrides,
-and the tf.distribute strategy by name."""
+"""What the commands share: the experiment options and reading a model directory with
+overrides."""
 
 from __future__ import annotations
 
@@ -48,24 +48,3 @@ def model_from_args(args):
     from maskformer.model_dir import load_config, load_model
 
     return load_model(args.model_dir), apply_override_args(load_config(args.model_dir), args)
-
-
-def make_strategy(name: str, tpu: str = ""):
-    """The tf.distribute strategy of --strategy (None for "default")."""
-    if name == "default":
-        return None
-    import keras
-    import tensorflow as tf
-
-    from maskformer.errors import ConfigError
-
-    if keras.backend.backend() != "tensorflow":
-        raise ConfigError("--strategy needs KERAS_BACKEND=tensorflow")
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)

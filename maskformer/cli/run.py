@@ -9,7 +9,6 @@ from maskformer.cli.common import (
     add_experiment_args,
     add_override_args,
     experiment_from_args,
-    make_strategy,
     model_from_args,
 )
 
@@ -61,12 +60,13 @@ def add_subcommands(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from maskformer.training.distribute import strategy_from_name
     from maskformer.training.trainer import train
 
     config = experiment_from_args(args)
     result = train(config, args.model_dir, steps=args.steps,
                    steps_per_epoch=args.steps_per_epoch,
-                   strategy=make_strategy(args.strategy, args.tpu))
+                   strategy=strategy_from_name(args.strategy, args.tpu))
     print(f"trained to step {result['step']}; model in {args.model_dir}")
     return 0
 

@@ -9,7 +9,8 @@ For the final output and each auxiliary output: match queries to targets (`match
   (half-pixel) to the target size, mean over pixels, summed over pairs, / num_masks;
 * ``loss_dice``: dice loss of each matched pair, summed, / num_masks;
 
-num_masks being the number of targets in the batch averaged over replicas, at least 1. Auxiliary
+num_masks being the number of targets in the batch (averaged over replicas by
+`reduce_num_masks`), at least 1. Auxiliary
 terms carry the suffix ``_i`` (``loss_ce_0`` is the first decoder layer). The total is the
 weighted sum of all terms.
 
@@ -19,6 +20,7 @@ are computed per padded target (the prediction of its matched query) and masked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from keras import ops
@@ -69,30 +71,6 @@ def dice_loss(logits, targets, pixel_weight=None):
     return 1.0 - (numerator + 1.0) / (denominator + 1.0)
 
 
-def replica_mean(value, axis_name: str | None = None):
-    """Averages a scalar over data-parallel replicas, as the original's all-reduce / world size.
-
-    TensorFlow: inside a `tf.distribute` replica context the replica context's all-reduce is
-    used. JAX: under `jax.jit` on global arrays the batch is already global (nothing to do);
-    under `pmap`/`shard_map` pass the mapped `axis_name`.
-    """
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
-            context = tf.distribute.get_replica_context()
-            total = context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-            return total / context.num_replicas_in_sync
-    elif backend == "jax" and axis_name is not None:
-        import jax
-
-        return jax.lax.pmean(value, axis_name)
-    return value
-
-
 class SetCriterion:
     """Matching plus losses: ``criterion(outputs, targets) -> (total, terms)``.
 
@@ -105,7 +83,10 @@ class SetCriterion:
         matcher: "hungarian" (in-graph) or "scipy" (host).
         ignore_padding: exclude pixels outside `targets["pixel_valid"]` from mask costs and losses
             (off in the original, where padding counts as background).
-        replica_axis_name: JAX only, the `pmap` axis over which num_masks is averaged.
+        reduce_num_masks: averages the batch's target count over data-parallel replicas, as
+            the original's all-reduce / world size does (the trainer passes
+            `training.distribute.replica_mean`); None on one device, or where the batch is
+            global (`jax.jit` on global arrays).
     """
 
     def __init__(
@@ -120,7 +101,7 @@ class SetCriterion:
         focal_gamma: float = 2.0,
         matcher: str = "hungarian",
         ignore_padding: bool = False,
-        replica_axis_name: str | None = None,
+        reduce_num_masks: Callable[[Any], Any] | None = None,
     ):
         if matcher not in ("hungarian", "scipy"):
             raise ValueError(f"loss.matcher: {matcher!r} is not 'hungarian' or 'scipy'")
@@ -133,7 +114,7 @@ class SetCriterion:
         self.focal_gamma = focal_gamma
         self.matcher = matcher
         self.ignore_padding = ignore_padding
-        self.replica_axis_name = replica_axis_name
+        self.reduce_num_masks = reduce_num_masks
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -146,7 +127,6 @@ class SetCriterion:
             "focal_gamma": self.focal_gamma,
             "matcher": self.matcher,
             "ignore_padding": self.ignore_padding,
-            "replica_axis_name": self.replica_axis_name,
         }
 
     @classmethod
@@ -285,7 +265,9 @@ class SetCriterion:
         """
         masks, labels, valid, pixel_valid = self._read_targets(targets)
         local_count = ops.sum(ops.cast(valid, "float32"))
-        num_masks = ops.maximum(replica_mean(local_count, self.replica_axis_name), 1.0)
+        if self.reduce_num_masks is not None:
+            local_count = self.reduce_num_masks(local_count)
+        num_masks = ops.maximum(local_count, 1.0)
         num_masks = ops.stop_gradient(num_masks)
 
         terms: dict[str, Any] = {}
@@ -307,7 +289,8 @@ class SetCriterion:
         return total, terms, matches
 
 
-def build_criterion(loss_config: LossConfig, num_classes: int) -> SetCriterion:
+def build_criterion(loss_config: LossConfig, num_classes: int,
+                    reduce_num_masks: Callable[[Any], Any] | None = None) -> SetCriterion:
     """The criterion of an experiment's `loss` config for a model with `num_classes` classes."""
     return SetCriterion(
         num_classes,
@@ -319,4 +302,5 @@ def build_criterion(loss_config: LossConfig, num_classes: int) -> SetCriterion:
         focal_gamma=loss_config.focal_gamma,
         matcher=loss_config.matcher,
         ignore_padding=loss_config.ignore_padding,
+        reduce_num_masks=reduce_num_masks,
     )

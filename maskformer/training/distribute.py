@@ -1,6 +1,8 @@
 """`tf.distribute` in training: what the trainer and the optimizer do differently when several
 replicas (devices or worker processes) train one model.
 
+* The criterion's num_masks (targets in the batch) is averaged over the replicas
+  (`replica_mean`), as the original all-reduces it and divides by the world size.
 * Each replica's loss is divided by the replicas in sync, because the optimizer sums the
   replicas' gradients (`scale_for_replicas`): the update is that of the mean loss, as in
   DistributedDataParallel.
@@ -13,7 +15,8 @@ replicas (devices or worker processes) train one model.
 These lean on private Keras hooks (`_maybe_symbolic_build`, `_clip_gradients`,
 `_all_reduce_sum_gradients`, `strategy.extended._in_multi_worker_mode`); `PRIVATE_HOOKS` lists
 them for the test that fails when a Keras release moves one. On the JAX backend every function
-here is the identity.
+here is the identity (`replica_mean` takes a `pmap` axis name there). `strategy_from_name`
+builds the strategies the command line names.
 """
 
 from __future__ import annotations
@@ -36,6 +39,52 @@ PRIVATE_HOOKS = (
     ("keras.src.optimizers.loss_scale_optimizer.LossScaleOptimizer",
      "_stateless_handle_non_finite_grads", ("optimizer_variables", "trainable_variables")),
 )
+
+
+def replica_mean(value, axis_name: str | None = None):
+    """Averages a scalar over data-parallel replicas, as the original's all-reduce / world size.
+
+    TensorFlow: inside a `tf.distribute` replica context the replica context's all-reduce is
+    used. JAX: under `jax.jit` on global arrays the batch is already global (nothing to do);
+    under `pmap`/`shard_map` pass the mapped `axis_name`.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+            context = tf.distribute.get_replica_context()
+            total = context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+            return total / context.num_replicas_in_sync
+    elif backend == "jax" and axis_name is not None:
+        import jax
+
+        return jax.lax.pmean(value, axis_name)
+    return value
+
+
+def strategy_from_name(name: str, tpu: str = ""):
+    """The strategy "default" (None: one device), "mirrored", "multi_worker_mirrored" (from
+    TF_CONFIG) or "tpu" (at address `tpu`)."""
+    if name == "default":
+        return None
+    from maskformer.errors import ConfigError
+
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError(f"strategy {name!r} needs KERAS_BACKEND=tensorflow")
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name != "tpu":
+        raise ConfigError(f"unknown strategy {name!r}: default, mirrored, "
+                          "multi_worker_mirrored or tpu")
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def _tensorflow() -> bool:

@@ -299,7 +299,8 @@ def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
     """
     with dtype_policy(DTYPE_POLICIES[config.train.mixed_precision]):
         network = build_model(config.model)
-        criterion = build_criterion(config.loss, config.model.num_classes)
+        criterion = build_criterion(config.loss, config.model.num_classes,
+                                    reduce_num_masks=distribute.replica_mean)
         # The host (scipy) matcher cannot be compiled; JAX always compiles the whole step.
         jit = keras.backend.backend() == "jax" or config.loss.matcher != "scipy"
         trainer = MaskFormerTrainer(network, criterion)

@@ -125,11 +125,11 @@ def test_num_masks_is_averaged_inside_a_tf_distribute_strategy():
         pytest.skip("tf.distribute is TensorFlow's")
     import tensorflow as tf
 
-    from maskformer.objective.criterion import replica_mean
+    from maskformer.training.distribute import replica_mean
 
     rng = np.random.default_rng(5)
     outputs, targets = _problem(rng)
-    criterion = SetCriterion(4)
+    criterion = SetCriterion(4, reduce_num_masks=replica_mean)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         total = strategy.run(tf.function(lambda o, t: criterion(o, t)[0]), (outputs, targets))

@@ -18,14 +18,14 @@ def main(argv):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(logical)])
-    from maskformer.cli.common import make_strategy
     from maskformer.config import apply_overrides
     from maskformer.experiments import get_experiment
+    from maskformer.training.distribute import strategy_from_name
     from maskformer.training.trainer import train
 
     config = apply_overrides(get_experiment("maskformer_smoke"), overrides).validate()
     result = train(config, model_dir, steps_per_epoch=1, verbose=0,
-                   strategy=make_strategy(strategy_name))
+                   strategy=strategy_from_name(strategy_name))
     losses = [step["loss"] for step in result["history"]]
     with open(out, "w") as f:
         json.dump(losses, f)
