@@ -3,7 +3,10 @@
 The Hugging Face-comparable model: ResNet-50 + FPN pixel decoder, 150 classes, 100 queries,
 randomly initialised, converted into ours. Batch 1, CPU, median over repeated runs. The
 contenders run interleaved (PyTorch, TF graph, XLA, PyTorch, ...), so that a load that comes and
-goes on a shared machine falls on all of them alike and the ratios stay meaningful.
+goes on a shared machine falls on all of them alike and the ratios stay meaningful. "ours
+inference" is what `maskformer.inference.Predictor` runs: XLA, returning the last decoder
+layer's outputs only, so the earlier layers' heads (deep supervision) are not computed, as
+Hugging Face's model does not compute them at inference.
 
 `--profile 512x512` adds per-stage medians at that size, also interleaved: ours as one compiled
 function per stage (normalisation + backbone, pixel decoder, transformer predictor, heads),
@@ -34,6 +37,7 @@ import torch  # noqa: E402
 
 from maskformer.config import ExperimentConfig  # noqa: E402
 from maskformer.conversion.io import convert_checkpoint, max_relative_difference  # noqa: E402
+from maskformer.inference import make_predict_fn  # noqa: E402
 from tests.conversion.test_huggingface import MEAN, STD, hf_model  # noqa: E402
 
 
@@ -142,6 +146,8 @@ def main() -> None:
 
     graph = tf.function(lambda x: model(x, training=False))
     xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
+    # What `Predictor` runs: XLA, only the last decoder layer's outputs (no aux_outputs).
+    inference = make_predict_fn(model)
     print(f"threads: torch {torch.get_num_threads()}, cores {os.cpu_count()}")
     rows, profiles = [], []
     for size in args.sizes:
@@ -158,17 +164,21 @@ def main() -> None:
         err = max_relative_difference(xla(x)["pred_masks"].numpy(), ref_masks)
         medians = interleaved({"torch": run_torch,
                                "graph": lambda x=x: graph(x)["pred_masks"].numpy(),
-                               "xla": lambda x=x: xla(x)["pred_masks"].numpy()}, args.runs)
-        rows.append((size, medians["torch"], medians["graph"], medians["xla"], err))
+                               "xla": lambda x=x: xla(x)["pred_masks"].numpy(),
+                               "inference": lambda x=x: inference(x)["pred_masks"].numpy()},
+                              args.runs)
+        rows.append((size, medians["torch"], medians["graph"], medians["xla"],
+                     medians["inference"], err))
         if size in args.profile:
             profiles.append((size, profile(model, reference, x, run_torch, args.runs)))
 
-    print("\n| size | HF PyTorch (s) | ours TF graph (s) | ours XLA (s) | graph / PyTorch "
-          "| XLA / PyTorch | max rel. diff |")
-    print("|---|---|---|---|---|---|---|")
-    for size, t_torch, t_graph, t_xla, err in rows:
-        print(f"| {size} | {t_torch:.3f} | {t_graph:.3f} | {t_xla:.3f} | {t_graph / t_torch:.2f} "
-              f"| {t_xla / t_torch:.2f} | {err:.1e} |")
+    print("\n| size | HF PyTorch (s) | ours TF graph (s) | ours XLA (s) | ours inference (s) "
+          "| graph / PyTorch | XLA / PyTorch | inference / PyTorch | max rel. diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, t_torch, t_graph, t_xla, t_inf, err in rows:
+        print(f"| {size} | {t_torch:.3f} | {t_graph:.3f} | {t_xla:.3f} | {t_inf:.3f} "
+              f"| {t_graph / t_torch:.2f} | {t_xla / t_torch:.2f} | {t_inf / t_torch:.2f} "
+              f"| {err:.1e} |")
     for size, stages in profiles:
         print(f"\nstages at {size}, median s (ours: one compiled function per stage)")
         print("| stage | HF PyTorch | ours TF graph | ours XLA | graph / PyTorch | XLA / PyTorch |")

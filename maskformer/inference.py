@@ -109,21 +109,32 @@ def pad_batch(images: Sequence[np.ndarray], data_config) -> tuple[np.ndarray, np
 # ---------------------------------------------------------------------------------------------
 
 
+INFERENCE_OUTPUTS = ("pred_logits", "pred_masks")
+
+
+def _final(outputs: dict[str, Any]) -> dict[str, Any]:
+    # Only the last decoder layer's outputs leave the compiled function, so the compiler drops
+    # the earlier layers' heads (deep supervision's aux_outputs), which inference never reads.
+    return {k: outputs[k] for k in INFERENCE_OUTPUTS}
+
+
 def make_predict_fn(model: keras.Model):
-    """The model's forward pass, compiled (tf.function with XLA on TensorFlow, jit on JAX)."""
+    """The model's forward pass for inference, compiled (tf.function with XLA on TensorFlow,
+    jit on JAX): {"pred_logits", "pred_masks"} of the last decoder layer."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(lambda x: model(x, training=False), jit_compile=True,
+        return tf.function(lambda x: _final(model(x, training=False)), jit_compile=True,
                            reduce_retracing=True)
     if keras.backend.backend() == "jax":
         import jax
 
-        forward = jax.jit(lambda t, f, x: model.stateless_call(t, f, x, training=False)[0])
+        forward = jax.jit(lambda t, f, x: _final(
+            model.stateless_call(t, f, x, training=False)[0]))
         # The variables' values are read at each call: the function follows training.
         return lambda x: forward([v.value for v in model.trainable_variables],
                                  [v.value for v in model.non_trainable_variables], x)
-    return lambda x: model(x, training=False)
+    return lambda x: _final(model(x, training=False))
 
 
 @dataclass
@@ -178,7 +189,7 @@ class Predictor:
         original_sizes = np.asarray(original_sizes, np.int32)
         outputs = self.forward(images)
         # float32 also for a network trained in mixed precision
-        outputs = {k: keras.ops.cast(outputs[k], "float32") for k in ("pred_logits", "pred_masks")}
+        outputs = {k: keras.ops.cast(outputs[k], "float32") for k in INFERENCE_OUTPUTS}
         results = self.postprocess(outputs, images.shape[1:3], image_sizes, original_sizes)
         predictions = [ImagePrediction(tuple(int(v) for v in size)) for size in original_sizes]
         if "panoptic" in results:
