@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up .venv on first use (Python 3.11, the project and its extras), then runs:
+# Sets up .venv on first use (Python 3.11: the package for the demo and the commands; the test
+# tools, JAX and the PyTorch reference for the tests and lint), then runs:
 #   bash run.sh demo [ARGS]     the end-to-end demo on the built-in synthetic dataset
 #   bash run.sh test [ARGS]     the test suite on the TensorFlow and the JAX backend
 #   bash run.sh lint            ruff check of the package, the tests and the benchmarks
@@ -10,18 +11,33 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 VENV=${MASKFORMER_VENV:-.venv}
-stamp="$VENV/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)"
-if [ ! -f "$stamp" ]; then
-  echo "setting up $VENV (first run: installs TensorFlow, JAX and the PyTorch reference)..."
-  "$PYTHON" -m venv "$VENV"
+hash=$(cat pyproject.toml | sha1sum | cut -c1-12)
+
+# setup LEVEL: "base" is the package and what it needs to run (the demo, any command); "test"
+# adds the test tools, JAX and the PyTorch reference. A level is installed once per
+# pyproject.toml; "test" includes "base".
+setup() {
+  if [ -f "$VENV/.installed-test-$hash" ] || { [ "$1" = base ] && [ -f "$VENV/.installed-base-$hash" ]; }; then
+    return
+  fi
+  if [ "$1" = base ]; then
+    echo "setting up $VENV (first run: installs TensorFlow and the package)..."
+  else
+    echo "setting up $VENV (first run: installs TensorFlow, JAX, the test tools and the PyTorch reference)..."
+  fi
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[test,reference]"
-  # The COCO reference PQ implementation used by the tests; its metadata pins numpy<2, which
-  # its evaluation code does not need.
-  "$VENV/bin/python" -m pip install -q --no-deps "panopticapi-lite==0.2.0"
+  if [ "$1" = base ]; then
+    "$VENV/bin/python" -m pip install -q -e .
+  else
+    "$VENV/bin/python" -m pip install -q -e ".[test,reference]"
+    # The COCO reference PQ implementation used by the tests; its metadata pins numpy<2, which
+    # its evaluation code does not need.
+    "$VENV/bin/python" -m pip install -q --no-deps "panopticapi-lite==0.2.0"
+  fi
   rm -f "$VENV"/.installed-*
-  touch "$stamp"
-fi
+  touch "$VENV/.installed-$1-$hash"
+}
 
 # Reference vectors of the original code, where the shared folder is beside the checkout.
 if [ -z "${MASKFORMER_REFERENCE_DATA:-}" ] && [ -d ../shared/testdata/official ]; then
@@ -33,8 +49,10 @@ what=${1:-}
 shift || true
 case "$what" in
   demo)
+    setup base
     exec "$VENV/bin/maskformer" demo "$@" ;;
   test)
+    setup test
     # One pytest worker per core, at most 4 (each holds a TensorFlow or JAX runtime), a test
     # file per worker at a time (pytest-xdist): much of a test's time is single-threaded
     # tracing and compilation.
@@ -47,8 +65,10 @@ case "$what" in
       -m "not slow and not backend_independent" "$@"
     ;;
   lint)
+    setup test
     exec "$VENV/bin/ruff" check maskformer tests benchmarks ;;
   maskformer)
+    setup base
     exec "$VENV/bin/maskformer" "$@" ;;
   *)
     echo "usage: bash run.sh {demo|test|lint|maskformer} [ARGS]" >&2
