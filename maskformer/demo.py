@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from maskformer.config import apply_overrides
+from maskformer.config import apply_overrides, load_yaml
 from maskformer.experiments import get_experiment
 
 
@@ -62,8 +62,13 @@ def _read_log(path: Path) -> list[dict[str, float]]:
 
 def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_val: int = 64,
              image_size: int = 96, steps: int | None = None, overrides: list[str] = (),
-             seed: int = 0, verbose: int = 1) -> dict[str, Any]:
-    """Runs the demo end to end and returns its metrics (also written to OUT/metrics.json)."""
+             seed: int = 0, verbose: int = 1, experiment: str = "maskformer_demo",
+             config_file: str | Path | None = None) -> dict[str, Any]:
+    """Runs the demo end to end and returns its metrics (also written to OUT/metrics.json).
+
+    The experiment (default `maskformer_demo`) gets the generated data's paths, then
+    `config_file` (YAML) and `overrides` (KEY=VALUE) are applied.
+    """
     from maskformer.data import coco_panoptic, shapes
     from maskformer.evaluation.evaluator import print_results, write_results
     from maskformer.inference import evaluate
@@ -84,13 +89,15 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
         print(f"      {split}: {report.summary()}")
     timings["data_s"] = time.perf_counter() - start
 
-    config = get_experiment("maskformer_demo")
+    config = get_experiment(experiment)
     config.data.train_files = str(data_dir / "records" / "train-*.tfrecord")
     config.data.val_files = str(data_dir / "records" / "val-*.tfrecord")
     config.data.dataset_info = str(data_dir / "records" / "dataset.json")
     config.train.seed = seed
     if steps is not None:
         config.train.steps = steps
+    if config_file:
+        load_yaml(config, config_file)
     apply_overrides(config, list(overrides))
     config.validate()
 
