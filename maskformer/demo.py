@@ -76,19 +76,8 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
     from maskformer.visualize import save_overlays
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    timings: dict[str, float] = {}
-
     data_dir = out / "data"
-    print(f"[1/4] generating the shapes dataset in {data_dir}")
-    paths = shapes.generate(data_dir, num_train, num_val, image_size, seed)
-    for split, p in paths.items():
-        report = coco_panoptic.convert(p.images, p.annotations, p.masks,
-                                       data_dir / "records" / split, strict=True)
-        print(f"      {split}: {report.summary()}")
-    timings["data_s"] = time.perf_counter() - start
-
+    # The configuration first: a bad override fails before any data is generated.
     config = get_experiment(experiment)
     config.data.train_files = str(data_dir / "records" / "train-*.tfrecord")
     config.data.val_files = str(data_dir / "records" / "val-*.tfrecord")
@@ -100,6 +89,18 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
         load_yaml(config, config_file)
     apply_overrides(config, list(overrides))
     config.validate()
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    print(f"[1/4] generating the shapes dataset in {data_dir}")
+    paths = shapes.generate(data_dir, num_train, num_val, image_size, seed)
+    for split, p in paths.items():
+        report = coco_panoptic.convert(p.images, p.annotations, p.masks,
+                                       data_dir / "records" / split, strict=True)
+        print(f"      {split}: {report.summary()}")
+    timings["data_s"] = time.perf_counter() - start
 
     print(f"[2/4] training {config.name} for {config.train.steps} steps "
           f"(batch {config.train.global_batch_size}, {image_size}x{image_size} images)")
