@@ -144,7 +144,8 @@ class PeriodicEvaluation(StepCallback):
         self.evaluations.append(entry)
         with open(self.log_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
-        print("\nstep {}: {}".format(self.step, ", ".join(
+        # On its own line: `TrainingProgress` ends its line at the evaluation's steps.
+        print("step {}: {}".format(self.step, ", ".join(
             f"{k.split('/')[-1]} {v:.1f}" for k, v in scalars.items()
             if k in ("panoptic/PQ_All", "semantic/mIoU"))), flush=True)
         return results

@@ -32,6 +32,7 @@ from maskformer.training.optimizer import (
     build_optimizer,
     build_schedule,
 )
+from maskformer.training.progress import TrainingProgress
 from maskformer.training.summaries import (
     PeriodicEvaluation,
     ScalarSummaries,
@@ -321,6 +322,9 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     """Trains `config` into `model_dir`, resuming from its latest checkpoint.
 
     Args:
+        verbose: 0 prints nothing while training; 1 a progress line (`TrainingProgress`:
+            step, loss, learning rate, speed, ETA) redrawn in place on a terminal, or a new
+            line every 30 s when the output is a file or a pipe; 2 always the plain lines.
         strategy: a `tf.distribute.Strategy` (TensorFlow backend); each replica gets
             `global_batch_size / replicas` images and its own share of the input files.
 
@@ -374,16 +378,29 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     ckpt = CheckpointCallback(model_dir, config.train.checkpoint_every,
                               config.train.keep_checkpoints, write=chief)
     fit_callbacks = [history, StopOnNonFinite()]
+    evaluate_every = config.train.eval_every if chief and config.data.val_files else 0
     if chief:
-        # TensorBoard: every loss term and the learning rate every log_every steps; metrics
-        # and sample predictions on the validation split every eval_every steps.
+        # TensorBoard: every loss term and the learning rate every log_every steps.
         fit_callbacks.append(ScalarSummaries(model_dir / "logs", config.train.log_every,
                                              build_schedule(config.train)))
-        if config.train.eval_every > 0 and config.data.val_files:
-            fit_callbacks.append(PeriodicEvaluation(config, model_dir, config.train.eval_every))
+    progress = None
+    if verbose:
+        # In place of Keras' bar, which prints every log entry (the terms are in the logs).
+        # It shows the line of each evaluation's step before the evaluation prints its result.
+        progress = TrainingProgress(total, build_schedule(config.train),
+                                    live=False if verbose == 2 else None,
+                                    show_every=evaluate_every)
+        fit_callbacks.append(progress)
+    if evaluate_every > 0:
+        # Metrics and sample predictions on the validation split every eval_every steps.
+        fit_callbacks.append(PeriodicEvaluation(config, model_dir, evaluate_every))
     fit_callbacks += [ckpt, *callbacks]
-    trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=verbose,
-                callbacks=fit_callbacks)
+    try:
+        trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=0,
+                    callbacks=fit_callbacks)
+    finally:
+        if progress is not None:  # an interrupted run's line ends before the next message
+            progress.close()
     if chief and not getattr(trainer, "stop_training_nan", False):
         # config.yaml + model.weights.npz: what `load_model`, evaluate and predict read.
         from maskformer.model_dir import save_model
