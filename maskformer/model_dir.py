@@ -3,6 +3,13 @@
 
     MODEL_DIR/config.yaml          the resolved experiment
     MODEL_DIR/model.weights.npz    the network's weights, by name
+    MODEL_DIR/categories.json      the classes: name, colour, thing or stuff, original id
+
+`categories.json` makes a model directory self-contained: `predict`, `evaluate` and export
+read the class names from it, whether the model was trained (the training data's
+`dataset.json`), converted from Hugging Face (`id2label`) or converted for an experiment with
+a built-in dataset (`maskformer.data.categories`). Directories without it fall back to those
+sources (`model_categories`).
 
 Weights are stored by name, the same way as in training checkpoints (`ckpt-STEP.npz`, which
 add the optimizer's variables): one array per variable, keyed `network/<key>`. A variable's key
@@ -16,10 +23,12 @@ format (`model.weights.h5`, Keras' own) are still read, with Keras' checks.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -28,6 +37,7 @@ from maskformer.config import ExperimentConfig, merge_dict, to_yaml
 from maskformer.errors import CheckpointError, ConfigError
 
 CONFIG_NAME = "config.yaml"
+CATEGORIES_NAME = "categories.json"
 WEIGHTS_NAME = "model.weights.npz"
 LEGACY_WEIGHTS_NAME = "model.weights.h5"  # Keras' format, read only
 NETWORK = "network/"  # the key prefix of the network's variables
@@ -152,17 +162,122 @@ def load_network_arrays(network, arrays: Mapping[str, np.ndarray], source: str |
     assign_by_name(network_variables(network), arrays, source)
 
 
-def save_model(model, config: ExperimentConfig, directory: str | Path) -> Path:
-    """Writes the resolved config and the weights into `directory`, each atomically."""
+def _write_text(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def save_model(model, config: ExperimentConfig, directory: str | Path,
+               categories: list[dict[str, Any]] | None = None) -> Path:
+    """Writes the resolved config, the weights and the categories into `directory`, each
+    atomically.
+
+    Args:
+        categories: the classes in contiguous order (default: `config_categories(config)`;
+            none is written when that finds none).
+    """
     from maskformer.modeling.maskformer import MaskFormer  # noqa: F401 (keras import cost)
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
-        f.write(to_yaml(config))
-    os.replace(f.name, directory / CONFIG_NAME)
+    if categories is None:
+        found = config_categories(config)
+        categories, source = found if found else (None, "")
+    else:
+        source = "given"
+    if categories is not None:
+        categories = check_categories(categories, config.model.num_classes, source)
+    _write_text(directory / CONFIG_NAME, to_yaml(config))
     write_arrays(directory / WEIGHTS_NAME, network_arrays(model))
+    if categories is not None:
+        _write_text(directory / CATEGORIES_NAME,
+                    json.dumps({"source": source, "categories": categories}, indent=1))
     return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# Categories
+# ---------------------------------------------------------------------------------------------
+
+
+def check_categories(categories: list[dict[str, Any]], num_classes: int,
+                     source: str | Path) -> list[dict[str, Any]]:
+    """`categories` in the dataset.json form, checked against the model's class count.
+
+    Every entry needs a "name"; "id" becomes the list index (contiguous), "isthing" defaults to
+    0, "color" to a colour drawn from the index, "original_id" to the index.
+
+    Raises:
+        ConfigError: a count that is not `model.num_classes`, or an entry without a name.
+    """
+    if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
+        raise ConfigError(f"{source}: categories must be a list of objects")
+    if len(categories) != num_classes:
+        raise ConfigError(f"{source}: {len(categories)} categories, but the model has "
+                          f"{num_classes} classes (model.num_classes)")
+    table = []
+    for i, c in enumerate(categories):
+        if "name" not in c:
+            raise ConfigError(f"{source}: category {i} has no 'name'")
+        rng = np.random.default_rng(i)
+        table.append({**c, "id": i, "name": str(c["name"]),
+                      "isthing": int(bool(c.get("isthing", 0))),
+                      "color": [int(v) for v in c.get("color", rng.integers(0, 256, 3))],
+                      "original_id": int(c.get("original_id", i))})
+    return table
+
+
+def config_categories(config: ExperimentConfig) -> tuple[list[dict[str, Any]], str] | None:
+    """The categories an experiment names, and where they come from: the training data's
+    `data.dataset_info` when that file is readable, else the built-in list of `data.dataset`
+    when it has `model.num_classes` entries; None when neither gives them."""
+    from maskformer.data.categories import builtin_for_dataset
+    from maskformer.data.coco_panoptic import categories_from_annotations
+    from maskformer.data.records import read_dataset_info
+    from maskformer.errors import DataError
+
+    if config.data.dataset_info:
+        try:
+            raw = read_dataset_info(config.data.dataset_info)["categories"]
+        except DataError:
+            raw = None  # a config from another machine: the built-in list may still fit
+        if raw is not None:
+            ids = sorted(c.get("id") for c in raw)
+            if ids != list(range(len(raw))):  # a COCO annotation file (Model Garden records)
+                raw = categories_from_annotations(raw)
+            return sorted(raw, key=lambda c: c["id"]), str(config.data.dataset_info)
+    builtin = builtin_for_dataset(config.data.dataset, config.model.num_classes)
+    if builtin is not None:
+        return builtin, f"built-in {config.data.dataset}"
+    return None
+
+
+def model_categories(directory: str | Path,
+                     config: ExperimentConfig | None = None) -> list[dict[str, Any]]:
+    """The categories of a model directory: `categories.json`, else those its config names
+    (`config_categories`).
+
+    Raises:
+        ConfigError: none found, or a count that does not fit the model.
+    """
+    directory = Path(directory)
+    config = config or load_config(directory)
+    path = directory / CATEGORIES_NAME
+    if path.is_file():
+        try:
+            categories = json.loads(path.read_text())["categories"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"{path}: cannot read the categories ({e})") from None
+        return check_categories(categories, config.model.num_classes, path)
+    found = config_categories(config)
+    if found is None:
+        raise ConfigError(
+            f"{directory}: no class names: no {CATEGORIES_NAME}, and neither data.dataset_info "
+            f"({config.data.dataset_info or 'not set'}) nor a built-in list for data.dataset "
+            f"{config.data.dataset!r} gives {config.model.num_classes} categories; give the "
+            "training data's dataset.json with --set data.dataset_info=PATH")
+    return check_categories(found[0], config.model.num_classes, found[1])
 
 
 def load_config(directory: str | Path) -> ExperimentConfig:
@@ -174,12 +289,13 @@ def load_config(directory: str | Path) -> ExperimentConfig:
     return merge_dict(ExperimentConfig(), values).validate()
 
 
-def load_model(directory: str | Path):
-    """Builds the model described by `directory/config.yaml` and loads its weights."""
+def load_model(directory: str | Path, config: ExperimentConfig | None = None):
+    """Builds the model described by `directory/config.yaml` (or by `config`) and loads the
+    directory's weights into it (strict)."""
     from maskformer.modeling.maskformer import build_model
 
     directory = Path(directory)
-    config = load_config(directory)
+    config = config or load_config(directory)
     weights = directory / WEIGHTS_NAME
     legacy = directory / LEGACY_WEIGHTS_NAME
     if not weights.is_file() and not legacy.is_file():

@@ -197,14 +197,19 @@ def assign_weights(model: MaskFormer, state: dict[str, np.ndarray], source: str 
         if k != (model.config.num_classes + 1,):
             mismatched.append(f"criterion.empty_weight: checkpoint {k}, model has "
                               f"{model.config.num_classes} classes")
+    classes = state.get("sem_seg_head.predictor.class_embed.bias")
+    if classes is not None and classes.shape[0] != model.config.num_classes + 1:
+        raise CheckpointError(
+            f"{source}: the checkpoint has {classes.shape[0] - 1} classes "
+            f"(sem_seg_head.predictor.class_embed.bias), the model {model.config.num_classes} "
+            "(model.num_classes): choose the experiment of the checkpoint, or "
+            f"--set model.num_classes={classes.shape[0] - 1}")
     if missing or unexpected or mismatched:
-        lines = [f"{source} does not fit the model:"]
-        for title, names in (("missing", missing), ("unexpected", unexpected),
-                             ("mis-shaped", mismatched)):
-            if names:
-                lines.append(f"  {len(names)} {title}: " + ", ".join(names[:50])
-                             + (" ..." if len(names) > 50 else ""))
-        raise CheckpointError("\n".join(lines))
+        parts = [f"{len(names)} {title}: " + ", ".join(names[:50])
+                 + (" ..." if len(names) > 50 else "")
+                 for title, names in (("missing", missing), ("unexpected", unexpected),
+                                      ("mis-shaped", mismatched)) if names]
+        raise CheckpointError(f"{source} does not fit the model; " + "; ".join(parts))
     for t, value in zip(targets, values, strict=True):
         t.variable.assign(value.astype(t.variable.dtype))
     return model

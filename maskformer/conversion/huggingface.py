@@ -124,14 +124,69 @@ def rename_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return fused
 
 
+def read_hf_config(hf_config: dict | str | Path) -> dict:
+    if isinstance(hf_config, dict):
+        return hf_config
+    path = Path(hf_config)
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the Hugging Face config "
+                              f"({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: cannot read the Hugging Face config ({e})") from None
+
+
+def _short_name(name: str) -> str:
+    return name.split(",")[0].strip().lower().replace("_", " ").replace("-", " ")
+
+
+def categories_from_hf(hf_config: dict | str | Path, config=None):
+    """The categories of an HF config's `id2label`, or None when it has only placeholder names
+    (LABEL_0, ...).
+
+    HF configs carry names only. The thing/stuff split, the colours and the dataset's original
+    ids come from a built-in dataset list with as many classes whose names match (the first
+    comma-separated name, case and -/_ ignored, for at least 90% of them): the one of the
+    experiment's `data.dataset` first. Without a match every class is stuff (panoptic output
+    then has one segment per class).
+
+    Returns:
+        (categories, where they come from) or None.
+    """
+    from maskformer.data.categories import builtin_categories, builtin_names
+
+    raw = read_hf_config(hf_config)
+    try:
+        id2label = {int(k): str(v) for k, v in (raw.get("id2label") or {}).items()}
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{hf_config}: id2label keys must be class indices") from None
+    if not id2label:
+        return None
+    if sorted(id2label) != list(range(len(id2label))):
+        raise CheckpointError(f"{hf_config}: id2label must number the classes 0..K-1")
+    names = [id2label[i] for i in range(len(id2label))]
+    if all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        return None
+    candidates = builtin_names()
+    if config is not None and config.data.dataset in candidates:
+        candidates = [config.data.dataset] + [c for c in candidates if c != config.data.dataset]
+    for dataset in candidates:
+        builtin = builtin_categories(dataset)
+        if len(builtin) != len(names):
+            continue
+        same = sum(_short_name(a) == _short_name(b["name"]) for a, b in zip(names, builtin,
+                                                                           strict=True))
+        if same >= 0.9 * len(names):
+            return ([{**b, "name": n} for n, b in zip(names, builtin, strict=True)],
+                    f"id2label of {hf_config}, thing/stuff split of built-in {dataset}")
+    return ([{"id": i, "name": n, "isthing": 0} for i, n in enumerate(names)],
+            f"id2label of {hf_config} (thing/stuff split unknown: all stuff)")
+
+
 def model_config_from_hf(hf_config: dict | str | Path) -> ModelConfig:
     """The ModelConfig for an HF MaskFormer `config.json` (ResNet backbones only)."""
-    if not isinstance(hf_config, dict):
-        path = Path(hf_config)
-        try:
-            hf_config = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: cannot read the Hugging Face config ({e})") from None
+    hf_config = read_hf_config(hf_config)
     if hf_config.get("model_type") != "maskformer":
         raise CheckpointError(f"not a MaskFormer config (model_type={hf_config.get('model_type')!r})")
     bb = hf_config.get("backbone_config") or {}

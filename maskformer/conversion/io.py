@@ -9,6 +9,28 @@ import numpy as np
 from maskformer.config import ExperimentConfig, ModelConfig
 from maskformer.conversion import detectron2, huggingface
 from maskformer.conversion.safe_pickle import load_state_dict
+from maskformer.errors import CheckpointError
+
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def checkpoint_file(source: str, checkpoint: str | Path) -> Path:
+    """The weights file of `checkpoint`: the path itself, or for "hf" the weights file in the
+    folder `save_pretrained` writes (model.safetensors, else pytorch_model.bin)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise CheckpointError(f"{checkpoint}: no such file or folder")
+    if not checkpoint.is_dir():
+        return checkpoint
+    if source != "hf":
+        raise CheckpointError(f"{checkpoint}: is a folder; give the checkpoint file (.pkl, .pth)")
+    for name in HF_WEIGHT_FILES:
+        if (checkpoint / name).is_file():
+            return checkpoint / name
+    if any(checkpoint.glob("*.index.json")):
+        raise CheckpointError(f"{checkpoint}: sharded checkpoints are not supported; save the "
+                              "model unsharded (save_pretrained(..., max_shard_size='10GB'))")
+    raise CheckpointError(f"{checkpoint}: no {' or '.join(HF_WEIGHT_FILES)} in this folder")
 
 
 def convert_checkpoint(source: str, checkpoint: str | Path, config: ExperimentConfig,
@@ -17,28 +39,51 @@ def convert_checkpoint(source: str, checkpoint: str | Path, config: ExperimentCo
 
     Args:
         source: "detectron2" (original names, `.pkl` / `.pth`) or "hf" (`.safetensors` /
-            `pytorch_model.bin`).
-        checkpoint: the file.
+            `pytorch_model.bin`, or the folder `save_pretrained` writes).
+        checkpoint: the file (or, for "hf", the folder).
         config: the experiment the weights belong to; for "hf" its model part is replaced by
             the one read from `hf_config` (default: `config.json` beside the checkpoint).
         naming: detectron2 head naming, "auto", "old" or "new".
     """
     from maskformer.modeling.maskformer import build_model
 
-    checkpoint = Path(checkpoint)
-    state = load_state_dict(checkpoint)
+    if source not in ("hf", "detectron2"):
+        raise ValueError(f"source must be 'hf' or 'detectron2', got {source!r}")
+    checkpoint = checkpoint_file(source, checkpoint)
     if source == "hf":
         hf_config = Path(hf_config) if hf_config else checkpoint.parent / "config.json"
         model_config: ModelConfig = huggingface.model_config_from_hf(hf_config)
+        state = huggingface.rename_state_dict(load_state_dict(checkpoint))
         config.model = model_config
-        state = huggingface.rename_state_dict(state)
-    elif source == "detectron2":
-        state = detectron2.normalize_names(state, naming)
     else:
-        raise ValueError(f"source must be 'hf' or 'detectron2', got {source!r}")
+        state = detectron2.normalize_names(load_state_dict(checkpoint), naming)
     model = build_model(config.model)
     detectron2.assign_weights(model, state, source=str(checkpoint))
     return model, config
+
+
+def convert_to_model_dir(source: str, checkpoint: str | Path, config: ExperimentConfig,
+                         out: str | Path, hf_config: str | Path | None = None,
+                         naming: str = "auto"):
+    """`convert_checkpoint`, then the model directory `out` with its categories: for "hf" the
+    names of `id2label` (thing/stuff split and colours from the built-in list they match),
+    else those of the experiment (`model_dir.config_categories`).
+
+    Returns:
+        (model, config, categories or None, where the categories come from).
+    """
+    from maskformer.model_dir import config_categories, save_model
+
+    model, config = convert_checkpoint(source, checkpoint, config, hf_config, naming)
+    found = None
+    if source == "hf":
+        weights = checkpoint_file(source, checkpoint)
+        hf_config = Path(hf_config) if hf_config else weights.parent / "config.json"
+        found = huggingface.categories_from_hf(hf_config, config)
+    found = found or config_categories(config)
+    categories, where = found if found else (None, "")
+    save_model(model, config, out, categories)
+    return model, config, categories, where
 
 
 def max_relative_difference(a: np.ndarray, b: np.ndarray) -> float:
