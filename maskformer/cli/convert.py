@@ -4,38 +4,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskformer.cli.common import add_experiment_args, experiment_from_args
+import numpy as np
+
+from maskformer.cli.common import add_command, add_experiment_args, experiment_from_args
 
 
 def add_subcommands(sub) -> None:
-    p = sub.add_parser("convert", help="convert a PyTorch checkpoint (detectron2 or HF)")
+    p = add_command(sub, "convert", "convert a PyTorch checkpoint (detectron2 or HF) to a model "
+                                    "directory")
     p.add_argument("checkpoint", type=Path,
-                   help=".pkl / .pth (detectron2), .safetensors / .bin (HF)")
+                   help=".pkl / .pth (detectron2); .safetensors / .bin or the folder "
+                        "save_pretrained writes (HF)")
     p.add_argument("--from", dest="source", required=True, choices=["hf", "detectron2"],
                    help="where the checkpoint comes from")
     p.add_argument("--hf-config", type=Path, help="HF config.json (default: beside the checkpoint)")
     p.add_argument("--naming", default="auto", choices=["auto", "old", "new"],
-                   help="detectron2 head names: old (released checkpoints) or new "
-                        "(default: auto)")
+                   help="detectron2 head names: old (released checkpoints) or new")
     p.add_argument("--out", type=Path, required=True, help="output model directory")
-    add_experiment_args(p, default=None)
+    add_experiment_args(p, default=None,
+                        help="the experiment the weights belong to (default: from the "
+                             "checkpoint's config.json for HF, the default config otherwise)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("experiments", help="list the registered experiments")
+    p = add_command(sub, "experiments", "list the registered experiments")
     p.set_defaults(func=cmd_experiments)
 
 
 def cmd_convert(args) -> int:
     from maskformer.config import ExperimentConfig
-    from maskformer.conversion.io import convert_checkpoint
-    from maskformer.model_dir import save_model
+    from maskformer.conversion.io import convert_to_model_dir
 
     config = experiment_from_args(args) if args.experiment else ExperimentConfig()
-    model, config = convert_checkpoint(args.source, args.checkpoint, config,
-                                       hf_config=args.hf_config, naming=args.naming)
-    out = save_model(model, config, args.out)
-    n = sum(int(v.numpy().size) if hasattr(v, "numpy") else 0 for v in model.weights)
-    print(f"converted {args.checkpoint} ({len(model.weights)} variables, {n:,} values) -> {out}")
+    model, config, categories, where = convert_to_model_dir(
+        args.source, args.checkpoint, config, args.out, hf_config=args.hf_config,
+        naming=args.naming)
+    n = sum(int(np.prod(v.shape)) for v in model.weights)
+    print(f"converted {args.checkpoint} ({len(model.weights)} variables, {n:,} values) -> "
+          f"{args.out}")
+    if categories:
+        print(f"{len(categories)} classes from {where}")
+    else:
+        print("no class names found: give --experiment (a built-in dataset), or "
+              "--set data.dataset_info=PATH/dataset.json, before predicting")
     return 0
 
 

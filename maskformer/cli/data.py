@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from maskformer.cli.common import add_command
 from maskformer.errors import DataError
 
 
@@ -17,8 +18,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True,
                    help="output prefix, e.g. data/coco/train -> data/coco/train-0000i-of-0000n"
                         ".tfrecord and data/coco/dataset.json")
-    p.add_argument("--shards", type=int, default=1, help="number of output files (default: 1)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--shards", type=int, default=1, help="number of output files")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument("--strict", action="store_true",
                    help="fail at the first bad input instead of skipping and counting it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -32,14 +33,14 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
                                                            "shapes}")
     sub.required = True
 
-    coco = sub.add_parser("coco-panoptic", help="COCO panoptic format -> TFRecords")
+    coco = add_command(sub, "coco-panoptic", "COCO panoptic format -> TFRecords")
     coco.add_argument("--images", required=True, help="folder of the images")
     coco.add_argument("--annotations", required=True, help="panoptic_*.json")
     coco.add_argument("--masks", required=True, help="folder of the panoptic PNGs")
     _add_common(coco)
     coco.set_defaults(func=run_coco_panoptic)
 
-    ade = sub.add_parser("ade20k-semantic", help="ADE20K semantic labels -> TFRecords")
+    ade = add_command(sub, "ade20k-semantic", "ADE20K semantic labels -> TFRecords")
     ade.add_argument("--images", required=True, help="folder of the images (*.jpg)")
     ade.add_argument("--labels", required=True, help="folder of the label PNGs (same names)")
     ade.add_argument("--class-names", default=None,
@@ -47,17 +48,17 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
     _add_common(ade)
     ade.set_defaults(func=run_ade20k_semantic)
 
-    shapes = sub.add_parser("shapes", help="write the synthetic shapes dataset (COCO panoptic "
-                                           "format) and convert it to TFRecords")
+    shapes = add_command(sub, "shapes", "write the synthetic shapes dataset (COCO panoptic "
+                                        "format) and convert it to TFRecords")
     shapes.add_argument("--out", required=True, help="output folder")
     shapes.add_argument("--num-images", type=int, default=256,
-                        help="training images (default: 256)")
-    shapes.add_argument("--num-val", type=int, default=64, help="validation images (default: 64)")
+                        help="training images")
+    shapes.add_argument("--num-val", type=int, default=64, help="validation images")
     shapes.add_argument("--size", type=int, default=128,
-                        help="image side in pixels (default: 128)")
-    shapes.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    shapes.add_argument("--shards", type=int, default=1, help="files per split (default: 1)")
-    shapes.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+                        help="image side in pixels")
+    shapes.add_argument("--seed", type=int, default=0, help="generator seed")
+    shapes.add_argument("--shards", type=int, default=1, help="files per split")
+    shapes.add_argument("--workers", type=int, default=1, help="worker processes")
     shapes.add_argument("--no-records", action="store_true",
                         help="only write the COCO-format files, do not convert")
     shapes.add_argument("--no-progress", action="store_true", help="no progress bar")

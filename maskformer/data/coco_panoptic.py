@@ -178,9 +178,25 @@ def _load_annotations(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: cannot read annotation file ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a COCO panoptic annotation file (a JSON "
+                        f"{type(data).__name__}, not an object)")
     for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise DataError(f"{path}: not a COCO panoptic annotation file (no '{key}' key)")
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{path}: not a COCO panoptic annotation file (no '{key}' list)")
+    annotations = data["annotations"]
+    if annotations and isinstance(annotations[0], dict) and "segmentation" in annotations[0] \
+            and "segments_info" not in annotations[0]:
+        raise DataError(f"{path}: a COCO instances file (annotations with 'segmentation'); "
+                        "this command reads COCO panoptic annotations (panoptic_*.json with "
+                        "a PNG per image)")
+    for key, required in (("images", ("id", "file_name")),
+                          ("annotations", ("image_id", "file_name")),
+                          ("categories", ("id",))):
+        for i, entry in enumerate(data[key]):
+            missing = [k for k in required if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise DataError(f"{path}: {key}[{i}] has no '{missing[0]}'")
     return data
 
 
