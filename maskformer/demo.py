@@ -12,41 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from maskformer.config import apply_overrides, load_yaml
 from maskformer.experiments import get_experiment
-
-
-def _plot_losses(history: list[dict[str, float]], path: Path) -> None:
-    """A loss curve (total per step and its moving average) drawn with PIL."""
-    from PIL import Image, ImageDraw
-
-    values = np.array([h.get("step_loss", h.get("loss", np.nan)) for h in history], np.float64)
-    width, height, margin = 720, 360, 48
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([margin, margin // 2, width - margin // 2, height - margin], outline="black")
-    finite = values[np.isfinite(values)]
-    if finite.size >= 2:
-        low, high = float(finite.min()), float(np.percentile(finite, 99))
-        high = max(high, low + 1e-6)
-        window = max(1, len(values) // 50)
-        smooth = np.convolve(np.nan_to_num(values, nan=high), np.ones(window) / window, "valid")
-
-        def points(series, offset=0):
-            n = max(len(values) - 1, 1)
-            return [(margin + (i + offset) / n * (width - 1.5 * margin),
-                     height - margin - (min(v, high) - low) / (high - low) * (height - 1.5 * margin))
-                    for i, v in enumerate(series)]
-
-        draw.line(points(values), fill=(170, 190, 230), width=1)
-        draw.line(points(smooth, offset=window // 2), fill=(20, 60, 160), width=2)
-        draw.text((margin, height - margin + 8), f"step 0 .. {len(values)}", fill="black")
-        draw.text((4, margin // 2), f"{high:.2f}", fill="black")
-        draw.text((4, height - margin - 10), f"{low:.2f}", fill="black")
-    draw.text((width // 2 - 60, 6), "training loss (total)", fill="black")
-    image.save(path)
 
 
 def _read_log(path: Path) -> list[dict[str, float]]:
@@ -72,6 +39,7 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
     from maskformer.data import coco_panoptic, shapes
     from maskformer.evaluation.evaluator import print_results, write_results
     from maskformer.inference import evaluate
+    from maskformer.plots import plot_training
     from maskformer.training.trainer import train
     from maskformer.visualize import save_overlays
 
@@ -111,7 +79,7 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
     # From the log rather than this run's steps: a demo interrupted and run again resumes, and
     # its curve still starts at step 1.
     history = _read_log(out / "model" / "train_log.jsonl")
-    _plot_losses(history, out / "loss_curve.png")
+    plot_training(history, out / "loss_curve.png", metrics=out / "model" / "eval_log.jsonl")
     (out / "history.json").write_text(json.dumps(history))
     curve = _read_log(out / "model" / "eval_log.jsonl")
 
