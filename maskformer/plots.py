@@ -219,7 +219,8 @@ def _plot_metrics(ax, evaluations: list[dict[str, Any]], drawn) -> None:
                 linewidth=2 if style == "-" else 1.2, label=f"{label} (last {last:.1f})")
     ax.set_title("validation")
     ax.set_ylabel("percent")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(-2, 102)  # a point at 0 or 100 stays whole
+    ax.set_yticks(range(0, 101, 20))
     ax.grid(True, alpha=0.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.09, 1.0), fontsize=8, frameon=False)
 

@@ -358,6 +358,10 @@ def overlay(image: np.ndarray, panoptic: np.ndarray, segments: list[dict[str, An
             _draw_box(draw, label.marker, str(label.number), font, pad)
         legend.setdefault(label.text, []).append(label.number)  # None: not marked
         swatches[label.text] = category_colour(categories, category_of[label.segment_id])
+    if not listed.any():  # an empty prediction: say so rather than show a dark picture
+        w, h = box_size("no segments")
+        x0, y0 = (layer.width - w) // 2, (layer.height - h) // 2
+        _draw_box(draw, (x0, y0, x0 + w, y0 + h), "no segments", font, pad)
     picture = Image.alpha_composite(Image.fromarray(picture).convert("RGBA"), layer)
     entries = [(_legend_text(text, numbers), swatches[text]) for text, numbers in legend.items()]
     return _stack(picture.convert("RGB"), _legend(entries, picture.width, font))

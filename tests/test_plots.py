@@ -113,7 +113,7 @@ def test_loss_panel_holds_the_total_every_term_and_the_learning_rate(logs, tmp_p
 def test_metric_panel_shows_each_evaluation_once(logs):
     figure = plots.plot_training(logs[0], metrics=logs[1])
     metric = _axes(figure)["validation"]
-    assert metric.get_ylim() == (0, 100)
+    assert metric.get_ylim() == (-2, 102) and list(metric.get_yticks()) == [0, 20, 40, 60, 80, 100]
     lines = _lines(metric)
     assert set(lines) == {"PQ (last 35.0)", "PQ things (last 15.0)", "PQ stuff (last 50.0)",
                           "mIoU (last 55.0)"}

@@ -161,6 +161,13 @@ def test_overlay_darkens_void_and_unlisted_ids():
                                                     * image[-9:, 60:70]).astype(np.uint8), atol=1)
     assert not np.allclose(pixels[20:30, 60:70], expected, atol=1)
 
+    # Nothing predicted: the darkened image, with a note in the middle.
+    empty = np.asarray(visualize.overlay(image, np.zeros_like(panoptic), [], CATEGORIES))
+    centre = empty[182:202, 160:224].astype(int).sum(-1)
+    assert (centre > 600).any()  # the note's text
+    np.testing.assert_allclose(empty[:40:4, :40:4], (visualize.VOID_BRIGHTNESS
+                                                     * image[:10, :10]).astype(np.uint8), atol=1)
+
 
 def test_names_that_find_no_place_go_to_a_legend():
     image = np.full((48, 48, 3), 120, np.uint8)
