@@ -23,10 +23,12 @@ def test_demo_writes_metrics_curves_predictions_and_report(tmp_path, capsys):
     assert 0 <= metrics["panoptic"]["All"]["PQ"] <= 100
     assert set(metrics["panoptic"]["per_class"]) == {"circle", "square", "triangle", "sky",
                                                       "ground"}
-    assert Image.open(out / "loss_curve.png").size == (720, 360)
+    assert Image.open(out / "loss_curve.png").size == (1000, 720)  # with the metric panel
     pictures = sorted((out / "predictions").glob("*.png"))
     assert len(pictures) == 4  # every validation image (at most 8)
-    assert Image.open(pictures[0]).size == (2 * (3 * 64 + 2 * 4), 2 * 64)
+    # image | ground truth | prediction, 64 px upscaled 6x (to at least 384), titles above
+    width, height = Image.open(pictures[0]).size
+    assert width == 3 * 6 * 64 + 2 * 8 and height > 6 * 64
     report = (out / "report.md").read_text()
     assert "| PQ / SQ / RQ (All) |" in report and "![loss curve](loss_curve.png)" in report
     # The learning curve: the validation PQ at steps 2 and 4, the last one the final model's.
