@@ -61,4 +61,5 @@ def test_periodic_evaluation_matches_evaluating_the_saved_model(trained):
     for steps in images.values():
         assert sorted(steps) == [2, 4]
         width, height = (int(v) for v in steps[4][:2])
-        assert (width, height) == (3 * 64 + 2 * 4, 64)
+        # image | ground truth | prediction, 64 px upscaled 6x (to at least 384), titled
+        assert width == 3 * 6 * 64 + 2 * 8 and height > 6 * 64
