@@ -126,3 +126,47 @@ def test_tensorflow_start_up_noise_is_hidden_unless_verbose(tmp_path):
     if raw.strip():  # what this machine's TensorFlow prints at import, shown with --verbose
         verbose = _stderr_of(*command, "--verbose")
         assert raw.strip().splitlines()[0].split("]")[-1] in verbose
+
+
+def _commands(parser, prefix=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*prefix, name))
+    if prefix:
+        yield prefix, parser
+
+
+def test_every_option_has_help_and_shows_its_default():
+    import argparse
+
+    from maskformer.cli import build_parser
+
+    commands = dict(_commands(build_parser()))
+    assert {("train",), ("evaluate",), ("predict",), ("convert",), ("demo",),
+            ("data", "shapes")} <= set(commands)
+    for name, parser in commands.items():
+        text = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, f"{' '.join(name)} {action.option_strings or action.dest}"
+            if (action.option_strings and action.default not in (None, False, [])
+                    and action.default is not argparse.SUPPRESS and not action.required):
+                assert f"(default: {action.default})" in " ".join(text.split()), \
+                    f"{' '.join(name)} {action.option_strings}"
+    # Every command that builds a model takes the experiment options alike.
+    for name in (("train",), ("evaluate",), ("predict",), ("convert",), ("demo",)):
+        options = {o for a in commands[name]._actions for o in a.option_strings}
+        assert {"--experiment", "--config", "--set", "--params_override",
+                "--verbose"} <= options, name
+
+
+def test_version(capsys):
+    from maskformer import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"maskformer {__version__}"
