@@ -396,8 +396,9 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
         fit_callbacks.append(PeriodicEvaluation(config, model_dir, evaluate_every))
     fit_callbacks += [ckpt, *callbacks]
     try:
+        # The tf.data pipeline shuffles; shuffle=False keeps Keras from warning that it won't.
         trainer.fit(dataset, steps_per_epoch=per_epoch, epochs=epochs, verbose=0,
-                    callbacks=fit_callbacks)
+                    shuffle=False, callbacks=fit_callbacks)
     finally:
         if progress is not None:  # an interrupted run's line ends before the next message
             progress.close()
