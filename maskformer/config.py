@@ -67,15 +67,61 @@ def _check_sizes(key: str, value: list[int]) -> None:
 
 
 @dataclass
+class SwinConfig:
+    """Swin Transformer backbone (the original's `D2SwinTransformer`; `MODEL.SWIN.*`).
+
+    Swin-T: embed_dim 96, depths [2, 2, 6, 2], num_heads [3, 6, 12, 24], window 7; Swin-S: depths
+    [2, 2, 18, 2]; Swin-B: 128, [2, 2, 18, 2], [4, 8, 16, 32], window 12; Swin-L: 192, heads
+    [6, 12, 24, 48], window 12. Stage s has embed_dim * 2**s channels.
+    """
+
+    embed_dim: int = 96
+    depths: list[int] = field(default_factory=lambda: [2, 2, 6, 2])
+    num_heads: list[int] = field(default_factory=lambda: [3, 6, 12, 24])
+    window_size: int = 7
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_path_rate: float = 0.3  # stochastic depth, rising linearly over the blocks
+
+    def stage_channels(self) -> list[int]:
+        return [self.embed_dim * 2**s for s in range(len(self.depths))]
+
+    def validate(self) -> None:
+        if len(self.depths) != 4 or len(self.num_heads) != 4:
+            raise ConfigError("model.backbone.swin: depths and num_heads need 4 entries each "
+                              f"(res2..res5), got {self.depths} and {self.num_heads}")
+        for s, (channels, heads) in enumerate(zip(self.stage_channels(), self.num_heads,
+                                                  strict=True)):
+            if heads < 1 or channels % heads:
+                raise ConfigError(f"model.backbone.swin.num_heads: {heads} heads do not divide "
+                                  f"the {channels} channels of stage {s}")
+        for key in ("embed_dim", "window_size", "patch_size"):
+            _check_min(f"model.backbone.swin.{key}", getattr(self, key), 1)
+        _check_sizes("model.backbone.swin.depths", self.depths)
+        _check_range("model.backbone.swin.drop_path_rate", self.drop_path_rate, 0.0, 1.0)
+
+
+BACKBONES = ("resnet", "swin")
+RESNET_STEMS = ("basic", "deeplab")
+
+
+@dataclass
 class BackboneConfig:
-    """ResNet backbone (detectron2 layout: stride in the 3x3 conv, frozen batch norm).
+    """The backbone: a ResNet (detectron2 layout: stride in the 3x3 conv, frozen batch norm) or
+    a Swin Transformer (`type: swin`, settings in `swin`).
 
     `stage_blocks` overrides the depth's standard block counts (used by tiny test models).
     `norm` is detectron2's `MODEL.RESNETS.NORM`: "frozen_bn" (the published models, which
     start from ImageNet weights) or "gn" (GroupNorm with `norm_groups` groups, trainable: for
-    a backbone trained from scratch, such as the demo's).
+    a backbone trained from scratch, such as the demo's). `stem_type` is detectron2's
+    `MODEL.RESNETS.STEM_TYPE`: "basic" (one 7x7 conv) or "deeplab" (three 3x3 convs, the
+    stem of the zoo's R101c models, with `stem_channels` outputs and half as many inside).
     """
 
+    type: str = "resnet"  # "resnet" | "swin"
+    swin: SwinConfig = field(default_factory=SwinConfig)
+    stem_type: str = "basic"  # "basic" | "deeplab"
     depth: int = 50
     stage_blocks: list[int] | None = None
     stem_channels: int = 64
@@ -85,6 +131,8 @@ class BackboneConfig:
     norm: str = "frozen_bn"  # "frozen_bn" | "gn"
     norm_groups: int = 32
     res5_dilation: int = 1  # 2: res5 at stride 16 (detectron2's RES5_DILATION)
+    # Dilation of each res5 block, times res5_dilation (DeepLab's RES5_MULTI_GRID; R101c: 1, 2, 4).
+    res5_multi_grid: list[int] = field(default_factory=lambda: [1, 1, 1])
 
     def stage_widths(self) -> list[tuple[int, int]]:
         """(bottleneck width, output channels) of res2..res5: both double at every stage."""
@@ -93,12 +141,31 @@ class BackboneConfig:
 
     def channels(self) -> list[int]:
         """Every channel count a backbone norm sees: the stem, then each stage's widths."""
-        return [self.stem_channels] + [c for stage in self.stage_widths() for c in stage]
+        stem = [self.stem_channels // 2] if self.stem_type == "deeplab" else []
+        return stem + [self.stem_channels] + [c for stage in self.stage_widths() for c in stage]
+
+    def res5_dilations(self) -> list[int]:
+        """The dilation of each res5 block's 3x3 conv."""
+        num_blocks = self.blocks()[3]
+        grid = self.res5_multi_grid if any(g != 1 for g in self.res5_multi_grid) else [1] * num_blocks
+        return [self.res5_dilation * g for g in grid]
 
     def validate(self) -> None:
-        self.blocks()
+        _check_choice("model.backbone.type", self.type, BACKBONES)
+        if self.type == "swin":
+            self.swin.validate()
+            return
+        _check_choice("model.backbone.stem_type", self.stem_type, RESNET_STEMS)
+        blocks = self.blocks()
         if self.res5_dilation not in (1, 2):
             raise ConfigError(f"model.backbone.res5_dilation: {self.res5_dilation} is not 1 or 2")
+        _check_sizes("model.backbone.res5_multi_grid", self.res5_multi_grid)
+        if any(g != 1 for g in self.res5_multi_grid) and len(self.res5_multi_grid) != blocks[3]:
+            raise ConfigError(f"model.backbone.res5_multi_grid: {self.res5_multi_grid} needs one "
+                              f"entry per res5 block ({blocks[3]})")
+        if self.stem_type == "deeplab" and self.stem_channels % 2:
+            raise ConfigError(f"model.backbone.stem_channels: {self.stem_channels} is odd; the "
+                              "deeplab stem's first two convs have half as many")
         if self.norm not in ("frozen_bn", "gn"):
             raise ConfigError(f"model.backbone.norm: {self.norm!r} is not 'frozen_bn' or 'gn'")
         if self.norm == "gn":
@@ -296,6 +363,10 @@ class DataConfig:
         return _count_categories(self.dataset_info) if self.dataset_info else None
 
 
+# What `train.init_checkpoint_modules` can name.
+INIT_CHECKPOINT_MODULES = ("all", "backbone", "pixel_decoder", "predictor")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation recipe (REFERENCE.md section 10)."""
@@ -317,8 +388,20 @@ class TrainConfig:
     log_every: int = 100
     eval_every: int = 0
     seed: int = 0
+    # Weights to start from (the Model Garden's convention): a model directory, a detectron2 /
+    # torchvision / Hugging Face checkpoint file. Which parts: "backbone", "all", or a list of
+    # parts ("backbone", "pixel_decoder", "predictor"). A resumed run ignores it.
+    init_checkpoint: str = ""
+    init_checkpoint_modules: str | list[str] = "backbone"
 
     def validate(self) -> None:
+        modules = self.init_checkpoint_modules
+        modules = [modules] if isinstance(modules, str) else list(modules)
+        for part in modules:
+            _check_choice("train.init_checkpoint_modules", part, INIT_CHECKPOINT_MODULES)
+        if "all" in modules and len(modules) > 1:
+            raise ConfigError("train.init_checkpoint_modules: 'all' cannot be combined with "
+                              f"other parts, got {modules}")
         if self.mixed_precision not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"train.mixed_precision: {self.mixed_precision!r} is not "
                               "'float32', 'bfloat16' or 'float16'")

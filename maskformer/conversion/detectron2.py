@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskformer.conversion.safe_pickle import CheckpointError
+from maskformer.modeling.backbone import DeepLabStem
 from maskformer.modeling.layers import Conv2d
 from maskformer.modeling.maskformer import MaskFormer
 from maskformer.modeling.transformer import DecoderLayer, EncoderLayer, MultiHeadAttention
@@ -113,7 +114,11 @@ def weight_map(model: MaskFormer) -> list[Target]:
     """Every variable of `model` with the original (new-style) names that set it."""
     m = _Mapper()
     backbone = model.backbone
-    m.conv(backbone.stem, "backbone.stem.conv1")
+    if isinstance(backbone.stem, DeepLabStem):
+        for name in ("conv1", "conv2", "conv3"):
+            m.conv(getattr(backbone.stem, name), f"backbone.stem.{name}")
+    else:
+        m.conv(backbone.stem, "backbone.stem.conv1")
     for s, blocks in enumerate(backbone.stages):
         for b, block in enumerate(blocks):
             prefix = f"backbone.res{s + 2}.{b}"

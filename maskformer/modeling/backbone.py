@@ -4,6 +4,11 @@ The stride-2 of a stage sits in the 3x3 conv, every norm is a frozen batch norm 
 backbone trained from scratch, a GroupNorm), padding is explicit and symmetric. Returns
 res2..res5 at strides 4, 8, 16, 32 (res5 at 16 with `res5_dilation` 2: its stride-2 becomes a
 dilation of 2, as detectron2's RES5_DILATION).
+
+The stem is detectron2's `BasicStem` (one 7x7 stride-2 conv) or, for the zoo's R101c models,
+its DeepLab project's `DeepLabStem` (3x3 stride 2 to half the stem channels, 3x3, 3x3 to the
+stem channels, each with norm and ReLU); either is followed by a 3x3 stride-2 max pool. The
+R101c models also dilate res5's blocks by a multi-grid (1, 2, 4).
 """
 
 from __future__ import annotations
@@ -51,6 +56,29 @@ class Bottleneck(keras.layers.Layer):
                 "dilation": self.dilation}
 
 
+class DeepLabStem(keras.layers.Layer):
+    """Three 3x3 convs (the first with stride 2), each followed by its norm and ReLU."""
+
+    def __init__(self, channels: int, norm_eps: float = 1e-5, norm: str = "frozen_bn",
+                 norm_groups: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.norm_eps = norm_eps
+        self.norm_type = norm
+        self.norm_groups = norm_groups
+        norm = {"norm": norm, "norm_eps": norm_eps, "norm_groups": norm_groups}
+        self.conv1 = Conv2d(channels // 2, 3, strides=2, activation="relu", name="conv1", **norm)
+        self.conv2 = Conv2d(channels // 2, 3, activation="relu", name="conv2", **norm)
+        self.conv3 = Conv2d(channels, 3, activation="relu", name="conv3", **norm)
+
+    def call(self, x):
+        return self.conv3(self.conv2(self.conv1(x)))
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "norm_eps": self.norm_eps,
+                "norm": self.norm_type, "norm_groups": self.norm_groups}
+
+
 class ResNet(keras.layers.Layer):
     """ResNet-50/101 (or a custom depth per stage) returning {"res2": ..., "res5": ...}, NHWC."""
 
@@ -59,20 +87,24 @@ class ResNet(keras.layers.Layer):
         self.config = config
         norm = {"norm": config.norm, "norm_eps": config.norm_eps,
                 "norm_groups": config.norm_groups}
-        self.stem = Conv2d(config.stem_channels, 7, strides=2, activation="relu", name="stem",
-                           **norm)
+        if config.stem_type == "deeplab":
+            self.stem = DeepLabStem(config.stem_channels, name="stem", **norm)
+        else:
+            self.stem = Conv2d(config.stem_channels, 7, strides=2, activation="relu",
+                               name="stem", **norm)
         self.stages = []
         in_channels = config.stem_channels
         for s, (num_blocks, (width, out_channels)) in enumerate(
                 zip(config.blocks(), config.stage_widths(), strict=True)):
             blocks = []
-            # detectron2's RES5_DILATION: a dilated res5 keeps stride 16 instead of 32.
-            dilation = config.res5_dilation if s == 3 else 1
+            # detectron2's RES5_DILATION: a dilated res5 keeps stride 16 instead of 32; the
+            # multi-grid dilates res5's blocks further, one factor per block.
+            dilations = config.res5_dilations() if s == 3 else [1] * num_blocks
             for b in range(num_blocks):
-                strides = 2 if (b == 0 and s > 0 and dilation == 1) else 1
+                strides = 2 if (b == 0 and s > 0 and not (s == 3 and config.res5_dilation > 1)) else 1
                 blocks.append(Bottleneck(width, out_channels, strides,
                                          projection=(in_channels != out_channels),
-                                         dilation=dilation, name=f"res{s + 2}_{b}", **norm))
+                                         dilation=dilations[b], name=f"res{s + 2}_{b}", **norm))
                 in_channels = out_channels
             self.stages.append(blocks)
 
