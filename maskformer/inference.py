@@ -190,15 +190,18 @@ class Predictor:
         outputs = self.forward(images)
         # float32 also for a network trained in mixed precision
         outputs = {k: keras.ops.cast(outputs[k], "float32") for k in INFERENCE_OUTPUTS}
-        results = self.postprocess(outputs, images.shape[1:3], image_sizes, original_sizes)
+        # The semantic map is the argmax of the K score maps; the maps themselves (K x H x W
+        # per image) are never kept.
+        results = self.postprocess(outputs, images.shape[1:3], image_sizes, original_sizes,
+                                   semantic_scores=False)
         predictions = [ImagePrediction(tuple(int(v) for v in size)) for size in original_sizes]
         if "panoptic" in results:
             maps = crop_to_output(results["panoptic"]["panoptic_seg"], original_sizes)
             for b, p in enumerate(predictions):
                 p.panoptic_map = maps[b].astype(np.int32)
                 p.segments = panoptic_segments_info(results["panoptic"], b)
-        if "sem_seg" in results:
-            labels = crop_to_output(keras.ops.argmax(results["sem_seg"], axis=1), original_sizes)
+        if "sem_seg_labels" in results:
+            labels = crop_to_output(results["sem_seg_labels"], original_sizes)
             for b, p in enumerate(predictions):
                 p.semantic_map = labels[b].astype(np.int32)
         if "instance" in results:

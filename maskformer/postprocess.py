@@ -5,10 +5,20 @@ and in-graph, so it runs on TensorFlow and JAX and can be compiled with the mode
 
 1. `pred_masks` [B, Q, h, w] (stride 4) are bilinearly upsampled to the padded input size H x W,
 2. cropped to each image's valid (resized, unpadded) size and resized bilinearly to its original
-   size (`crop_and_resize`; half-pixel centres, align_corners=False, no antialiasing, PyTorch's
-   source-index rule), giving masks on a common canvas [B, Q, Ho, Wo] whose top-left
-   `output_sizes[b]` pixels belong to image b,
-3. `semantic_inference`, `panoptic_inference` or `instance_inference` on those masks.
+   size (half-pixel centres, align_corners=False, no antialiasing, PyTorch's source-index rule),
+   giving masks on a common canvas [B, Q, Ho, Wo] whose top-left `output_sizes[b]` pixels belong
+   to image b,
+3. semantic, panoptic or instance inference on those masks.
+
+`semantic_inference`, `panoptic_inference` and `instance_inference` take mask logits already at
+output resolution. `PostProcessor` runs the whole step from the model's outputs without ever
+holding every query's full-size mask (Q x Ho x Wo values, 1.6 GB at batch 4, 100 queries and
+800x1216; the original's users run out of memory there): steps 1 and 2 are linear along each
+axis, so a band of output rows is a few weighted mask-resolution rows, resampled along the
+width (`_output_taps`). The canvas is produced band by band (`keras.ops.map`), and each band
+gives its piece of the per-pixel results (the winning query, the semantic label, the instance
+masks) and its share of the per-query sums (won and own areas, mask scores). What stays is
+image-sized (one map per image, K score maps only when asked for, one mask per instance).
 
 Images of one batch may have different sizes: every per-image size is a tensor, and only the
 canvas shape is static. `panoptic_segments_info` and `crop_to_output` turn the batched arrays into
@@ -25,7 +35,11 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from maskformer.resize import crop_and_resize, upsample_bilinear
+from maskformer.resize import _source_taps, bilinear_weights
+
+# Size (in values) of the largest tensor one band of output rows creates: 2**24 float32 values
+# are 64 MiB. The rows per band follow from it and the batch, width and query or class count.
+BAND_VALUES = 2**24
 
 
 def _pixel_validity(output_sizes, shape: Sequence[int]):
@@ -34,6 +48,20 @@ def _pixel_validity(output_sizes, shape: Sequence[int]):
     rows = ops.arange(shape[0])[None, :, None] < output_sizes[:, 0, None, None]
     cols = ops.arange(shape[1])[None, None, :] < output_sizes[:, 1, None, None]
     return ops.logical_and(rows, cols)
+
+
+def _isthing_tensor(isthing, num_classes: int):
+    isthing = ops.convert_to_tensor(np.asarray(isthing, dtype=bool))
+    if isthing.shape[0] != num_classes:
+        raise ValueError(
+            f"isthing has {isthing.shape[0]} entries but pred_logits has {num_classes} classes"
+        )
+    return isthing
+
+
+def _class_probs(pred_logits):
+    """[B, Q, K]: softmax over the K+1 classes without "no object" (as the original does)."""
+    return ops.softmax(ops.cast(pred_logits, "float32"), axis=-1)[..., :-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,8 +79,7 @@ def semantic_inference(pred_logits, mask_logits):
     Returns:
         [B, K, H, W] float32 scores; the label map is their argmax over K.
     """
-    # Softmax over K+1 classes, then drop "no object" (as the original does).
-    probs = ops.softmax(ops.cast(pred_logits, "float32"), axis=-1)[..., :-1]  # [B, Q, K]
+    probs = _class_probs(pred_logits)  # [B, Q, K]
     masks = ops.sigmoid(ops.cast(mask_logits, "float32"))  # [B, Q, H, W]
     return ops.einsum("bqk,bqhw->bkhw", probs, masks)
 
@@ -60,6 +87,69 @@ def semantic_inference(pred_logits, mask_logits):
 # ---------------------------------------------------------------------------------------------
 # Panoptic
 # ---------------------------------------------------------------------------------------------
+
+
+def _panoptic_queries(pred_logits, object_mask_threshold: float):
+    """Top class and score of every query, and which queries are kept: [B, Q] each."""
+    num_classes = ops.shape(pred_logits)[2] - 1
+    probs = ops.softmax(ops.cast(pred_logits, "float32"), axis=-1)  # [B, Q, K+1]
+    scores = ops.max(probs, axis=-1)  # [B, Q]
+    labels = ops.cast(ops.argmax(probs, axis=-1), "int32")  # first index wins ties
+    keep = ops.logical_and(labels != num_classes, scores > object_mask_threshold)  # [B, Q]
+    return scores, labels, keep
+
+
+def _panoptic_segments(labels, keep, area, original_area, isthing, overlap_threshold: float):
+    """The original's walk over the kept queries, from their areas ([B, Q] each).
+
+    The sequential walk is expressed with prefix sums: a query opens a new segment unless it is a
+    stuff query whose class an earlier accepted query already has; segment ids are the running
+    count of opened segments.
+
+    Returns:
+        The `panoptic_inference` dict without "panoptic_seg".
+    """
+    num_queries = ops.shape(labels)[1]
+    num_classes = isthing.shape[0]
+    ratio = ops.cast(area, "float32") / ops.cast(ops.maximum(original_area, 1), "float32")
+    accepted = keep & (area > 0) & (original_area > 0) & (ratio >= overlap_threshold)  # [B, Q]
+
+    query_range = ops.arange(num_queries, dtype="int32")
+    query_isthing = ops.take(isthing, ops.minimum(labels, num_classes - 1))  # [B, Q]
+    # same[b, q, p]: accepted query p < q has the same class as query q.
+    same_class = labels[:, :, None] == labels[:, None, :]  # [B, Q, Q]
+    earlier = query_range[None, :] < query_range[:, None]  # [Q(q), Q(p)]
+    same_before = same_class & earlier[None] & accepted[:, None, :]
+    stuff_repeat = ops.logical_not(query_isthing) & ops.any(same_before, axis=-1)
+    opens = accepted & ops.logical_not(stuff_repeat)  # [B, Q]
+    running = ops.cumsum(ops.cast(opens, "int32"), axis=1)  # ids of opened segments
+    # A repeated stuff query reuses the id of the first accepted query of its class.
+    first_same = ops.cast(ops.argmax(ops.cast(same_before, "int32"), axis=-1), "int32")  # [B, Q]
+    reused_id = ops.take_along_axis(running, first_same, axis=1)
+    query_segment_id = ops.where(opens, running, ops.where(accepted & stuff_repeat, reused_id, 0))
+
+    # Segment slot s (id s + 1) holds the query that opened it.
+    slot_of_query = ops.where(opens, running - 1, -1)  # [B, Q]
+    slot_hit = slot_of_query[:, :, None] == query_range[None, None, :]  # [B, Q(query), Q(slot)]
+    return {
+        "segment_category": ops.cast(
+            ops.sum(ops.where(slot_hit, labels[:, :, None], 0), axis=1), "int32"),
+        "segment_isthing": ops.any(slot_hit & query_isthing[:, :, None], axis=1),
+        "segment_valid": ops.any(slot_hit, axis=1),
+        "num_segments": ops.sum(ops.cast(opens, "int32"), axis=1),
+        "query_segment_id": ops.cast(query_segment_id, "int32"),
+    }
+
+
+def _panoptic_map(query_segment_id, mask_ids, valid_px=None):
+    """[B, H, W] segment ids: each pixel's winning query's id, 0 outside `valid_px`."""
+    panoptic = ops.take_along_axis(
+        query_segment_id, ops.reshape(mask_ids, (ops.shape(mask_ids)[0], -1)), axis=1
+    )
+    panoptic = ops.reshape(panoptic, ops.shape(mask_ids))
+    if valid_px is not None:
+        panoptic = ops.where(valid_px, panoptic, 0)
+    return ops.cast(panoptic, "int32")
 
 
 def panoptic_inference(
@@ -70,17 +160,13 @@ def panoptic_inference(
     overlap_threshold: float = 0.8,
     output_sizes=None,
 ) -> dict[str, Any]:
-    """MaskFormer's panoptic inference, batched and in-graph.
+    """MaskFormer's panoptic inference, batched and in-graph, on masks at output resolution.
 
     Per image: keep queries whose top class is not "no object" with probability >
     `object_mask_threshold`; each pixel goes to the kept query of highest score * sigmoid(mask);
     walking the kept queries in order, a query whose won area is below `overlap_threshold` of its
     own mask (sigmoid >= 0.5) is dropped (its pixels stay 0), a stuff class seen before reuses the
     earlier segment's id, anything else gets the next id (1, 2, ...).
-
-    The sequential walk is expressed with prefix sums: a query opens a new segment unless it is a
-    stuff query whose class an earlier accepted query already has; segment ids are the running
-    count of opened segments.
 
     Args:
         pred_logits: [B, Q, K+1] class logits.
@@ -100,20 +186,10 @@ def panoptic_inference(
         - "num_segments": [B] int32.
         - "query_segment_id": [B, Q] int32 segment id each query wrote (0 if none).
     """
-    pred_logits = ops.cast(pred_logits, "float32")
     mask_logits = ops.cast(mask_logits, "float32")
     num_queries = ops.shape(pred_logits)[1]
-    num_classes = ops.shape(pred_logits)[2] - 1
-    isthing = ops.convert_to_tensor(np.asarray(isthing, dtype=bool))
-    if isthing.shape[0] != num_classes:
-        raise ValueError(
-            f"isthing has {isthing.shape[0]} entries but pred_logits has {num_classes} classes"
-        )
-
-    probs = ops.softmax(pred_logits, axis=-1)  # [B, Q, K+1]
-    scores = ops.max(probs, axis=-1)  # [B, Q]
-    labels = ops.cast(ops.argmax(probs, axis=-1), "int32")  # first index wins ties
-    keep = ops.logical_and(labels != num_classes, scores > object_mask_threshold)  # [B, Q]
+    isthing = _isthing_tensor(isthing, ops.shape(pred_logits)[2] - 1)
+    scores, labels, keep = _panoptic_queries(pred_logits, object_mask_threshold)
 
     masks = ops.sigmoid(mask_logits)  # [B, Q, H, W]
     prob_masks = scores[:, :, None, None] * masks
@@ -125,49 +201,16 @@ def panoptic_inference(
     query_range = ops.arange(num_queries, dtype="int32")
     won = mask_ids[:, None, :, :] == query_range[None, :, None, None]  # [B, Q, H, W]
     own = masks >= 0.5
+    valid_px = None
     if output_sizes is not None:
-        valid_px = _pixel_validity(output_sizes, ops.shape(mask_logits)[2:])[:, None]
-        won = ops.logical_and(won, valid_px)
-        own = ops.logical_and(own, valid_px)
+        valid_px = _pixel_validity(output_sizes, ops.shape(mask_logits)[2:])
+        won = ops.logical_and(won, valid_px[:, None])
+        own = ops.logical_and(own, valid_px[:, None])
     area = ops.sum(ops.cast(won, "int32"), axis=(2, 3))  # [B, Q]
     original_area = ops.sum(ops.cast(own, "int32"), axis=(2, 3))
-    ratio = ops.cast(area, "float32") / ops.cast(ops.maximum(original_area, 1), "float32")
-    accepted = keep & (area > 0) & (original_area > 0) & (ratio >= overlap_threshold)  # [B, Q]
-
-    query_isthing = ops.take(isthing, ops.minimum(labels, num_classes - 1))  # [B, Q]
-    # same[b, q, p]: accepted query p < q has the same class as query q.
-    same_class = labels[:, :, None] == labels[:, None, :]  # [B, Q, Q]
-    earlier = query_range[None, :] < query_range[:, None]  # [Q(q), Q(p)]
-    same_before = same_class & earlier[None] & accepted[:, None, :]
-    stuff_repeat = ops.logical_not(query_isthing) & ops.any(same_before, axis=-1)
-    opens = accepted & ops.logical_not(stuff_repeat)  # [B, Q]
-    running = ops.cumsum(ops.cast(opens, "int32"), axis=1)  # ids of opened segments
-    # A repeated stuff query reuses the id of the first accepted query of its class.
-    first_same = ops.cast(ops.argmax(ops.cast(same_before, "int32"), axis=-1), "int32")  # [B, Q]
-    reused_id = ops.take_along_axis(running, first_same, axis=1)
-    query_segment_id = ops.where(opens, running, ops.where(accepted & stuff_repeat, reused_id, 0))
-
-    panoptic = ops.take_along_axis(
-        query_segment_id, ops.reshape(mask_ids, (ops.shape(mask_ids)[0], -1)), axis=1
-    )
-    panoptic = ops.reshape(panoptic, ops.shape(mask_ids))
-    if output_sizes is not None:
-        panoptic = ops.where(valid_px[:, 0], panoptic, 0)
-
-    # Segment slot s (id s + 1) holds the query that opened it.
-    slot_of_query = ops.where(opens, running - 1, -1)  # [B, Q]
-    slot_hit = slot_of_query[:, :, None] == query_range[None, None, :]  # [B, Q(query), Q(slot)]
-    segment_valid = ops.any(slot_hit, axis=1)
-    segment_category = ops.sum(ops.where(slot_hit, labels[:, :, None], 0), axis=1)
-    segment_isthing = ops.any(slot_hit & query_isthing[:, :, None], axis=1)
-    return {
-        "panoptic_seg": ops.cast(panoptic, "int32"),
-        "segment_category": ops.cast(segment_category, "int32"),
-        "segment_isthing": segment_isthing,
-        "segment_valid": segment_valid,
-        "num_segments": ops.sum(ops.cast(opens, "int32"), axis=1),
-        "query_segment_id": ops.cast(query_segment_id, "int32"),
-    }
+    result = _panoptic_segments(labels, keep, area, original_area, isthing, overlap_threshold)
+    return {"panoptic_seg": _panoptic_map(result["query_segment_id"], mask_ids, valid_px),
+            **result}
 
 
 def panoptic_segments_info(result: dict[str, Any], index: int) -> list[dict[str, Any]]:
@@ -189,6 +232,23 @@ def panoptic_segments_info(result: dict[str, Any], index: int) -> list[dict[str,
 # ---------------------------------------------------------------------------------------------
 # Instance
 # ---------------------------------------------------------------------------------------------
+
+
+def _instance_candidates(pred_logits, isthing, top_k: int):
+    """The top `top_k` (query, class) pairs: class scores, labels, queries, valid; [B, k] each."""
+    batch, num_queries = ops.shape(pred_logits)[0], ops.shape(pred_logits)[1]
+    num_classes = ops.shape(pred_logits)[2] - 1
+    k = min(int(top_k), int(num_queries) * int(num_classes))
+    probs = _class_probs(pred_logits)  # [B, Q, K]
+    class_scores, flat_index = ops.top_k(ops.reshape(probs, (batch, -1)), k=k)  # [B, k]
+    flat_index = ops.cast(flat_index, "int32")
+    labels = flat_index % num_classes
+    query = flat_index // num_classes
+    if isthing is None:
+        valid = ops.ones_like(labels, dtype="bool")
+    else:
+        valid = ops.take(_isthing_tensor(isthing, num_classes), labels)
+    return class_scores, labels, query, valid
 
 
 def instance_inference(
@@ -215,26 +275,9 @@ def instance_inference(
         A dict of tensors: "scores" [B, k] float32, "labels" [B, k] int32, "query" [B, k] int32,
         "valid" [B, k] bool, "masks" [B, k, H, W] bool, with k = min(top_k, Q * K).
     """
-    pred_logits = ops.cast(pred_logits, "float32")
     mask_logits = ops.cast(mask_logits, "float32")
-    batch, num_queries = ops.shape(pred_logits)[0], ops.shape(pred_logits)[1]
-    num_classes = ops.shape(pred_logits)[2] - 1
-    k = min(int(top_k), int(num_queries) * int(num_classes))
-    probs = ops.softmax(pred_logits, axis=-1)[..., :-1]  # [B, Q, K]
-    class_scores, flat_index = ops.top_k(ops.reshape(probs, (batch, -1)), k=k)  # [B, k]
-    flat_index = ops.cast(flat_index, "int32")
-    labels = flat_index % num_classes
-    query = flat_index // num_classes
-    if isthing is None:
-        valid = ops.ones_like(labels, dtype="bool")
-    else:
-        isthing_t = ops.convert_to_tensor(np.asarray(isthing, dtype=bool))
-        if isthing_t.shape[0] != num_classes:
-            raise ValueError(
-                f"isthing has {isthing_t.shape[0]} entries but pred_logits has {num_classes} classes"
-            )
-        valid = ops.take(isthing_t, labels)
-
+    class_scores, labels, query, valid = _instance_candidates(pred_logits, isthing, top_k)
+    batch, num_queries = ops.shape(mask_logits)[0], ops.shape(mask_logits)[1]
     height, width = ops.shape(mask_logits)[2], ops.shape(mask_logits)[3]
     flat_masks = ops.reshape(mask_logits, (batch, num_queries, -1))  # [B, Q, H*W]
     chosen = ops.take_along_axis(flat_masks, query[:, :, None], axis=1)  # [B, k, H*W]
@@ -251,8 +294,104 @@ def instance_inference(
         "labels": labels,
         "query": query,
         "valid": valid,
-        "masks": ops.reshape(binary, (batch, k, height, width)),
+        "masks": ops.reshape(binary, (batch, ops.shape(query)[1], height, width)),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# From the mask grid to the output canvas, band by band
+# ---------------------------------------------------------------------------------------------
+
+
+def _take_per_image(x, index):
+    """out[b, l] = x[b, index[b, l]]: x [B, N, ...], index [B, L] int -> [B, L, ...].
+
+    One plain gather of whole trailing slices (the batch folded into the gathered axis), so no
+    index tensor as large as the result is formed.
+    """
+    flat = ops.reshape(x, (-1, *x.shape[2:]))  # [B*N, ...]
+    offset = ops.arange(ops.shape(x)[0], dtype="int32")[:, None] * x.shape[1]  # [B, 1]
+    return ops.take(flat, index + offset, axis=0)
+
+
+def _resample(x, index, weight):
+    """Per-image linear resampling along axis 1.
+
+    out[b, l] = sum_t weight[b, l, t] * x[b, index[b, l, t]]
+
+    Args:
+        x: [B, N, ...] float32.
+        index: [B, L, T] int32 into 0..N-1; weight: [B, L, T] float32.
+
+    Returns:
+        [B, L, ...] float32.
+    """
+    out = None
+    for t in range(index.shape[-1]):
+        w = weight[:, :, t]
+        for _ in range(len(x.shape) - 2):
+            w = ops.expand_dims(w, -1)
+        term = w * _take_per_image(x, index[:, :, t])
+        out = term if out is None else out + term
+    return out
+
+
+def _crop_taps(valid_sizes, output_sizes, out_len: int):
+    """Crop to the valid size, then resize to the output size, along one axis: index, weight
+    [B, out_len, 2] into the padded input's samples (zero weights beyond each output size)."""
+    i0, i1, w0, w1 = _source_taps(valid_sizes, output_sizes, out_len)
+    return ops.stack([i0, i1], axis=-1), ops.stack([w0, w1], axis=-1)
+
+
+def _output_taps(low: int, padded: int, valid_sizes, output_sizes, out_len: int):
+    """Taps from the mask grid straight to the output canvas along one axis, per image.
+
+    The stride-4 upsampling (`low` -> `padded` samples, PyTorch's taps, `bilinear_weights`) and
+    the crop-and-resize (`_crop_taps`) are both two-tap interpolations, so their composition is
+    one: an output sample is a weighted sum of four mask samples. When upsampling (padded >=
+    low, which post-processing always does) consecutive padded samples start at most one mask
+    sample apart, so the four fall on three consecutive mask samples; their weights are merged
+    (the rounding of a product of two weights, against the original's rounding of the
+    intermediate upsampled value: float32 rounding either way).
+
+    Args:
+        low: mask samples along the axis (h or w); padded: the padded input's (H or W).
+        valid_sizes, output_sizes: [B] int per image along the axis.
+        out_len: static length of the output canvas along the axis.
+
+    Returns:
+        index [B, out_len, T] int32 into 0..low-1 and weight [B, out_len, T] float32, T = 3
+        (4 when padded < low); weights are 0 beyond each image's output size.
+    """
+    up = bilinear_weights(low, padded)  # index0, index1, weight0, weight1: [padded] each
+    j0, j1, v0, v1 = (ops.convert_to_tensor(a) for a in up)
+    i0, i1, w0, w1 = _source_taps(valid_sizes, output_sizes, out_len)  # [B, L] each
+    terms = [(ops.take(j, i), w * ops.take(v, i))
+             for i, w in ((i0, w0), (i1, w1)) for j, v in ((j0, v0), (j1, v1))]
+    if np.any(np.diff(up[0]) > 1):  # shrinking: the taps are not consecutive, keep all four
+        return (ops.stack([t[0] for t in terms], axis=-1),
+                ops.stack([t[1] for t in terms], axis=-1))
+    base = terms[0][0]  # the lowest index of the four
+    index, weight = [], []
+    for offset in range(3):
+        target = base + offset
+        index.append(ops.minimum(target, low - 1))  # an index past the end has weight 0
+        weight.append(sum(ops.where(j == target, w, 0.0) for j, w in terms))
+    return ops.stack(index, axis=-1), ops.stack(weight, axis=-1)
+
+
+def _split_bands(x, num_bands: int, rows: int):
+    """[B, num_bands * rows, ...] -> [num_bands, B, rows, ...] (one slice per band for ops.map)."""
+    x = ops.reshape(x, (-1, num_bands, rows, *x.shape[2:]))
+    return ops.moveaxis(x, 1, 0)
+
+
+def _join_bands(bands, height: int):
+    """Band outputs [n, B, ..., rows, W] -> [B, ..., height, W] (the padding rows dropped)."""
+    rank = len(bands.shape)
+    x = ops.moveaxis(bands, 0, rank - 3)  # [B, ..., n, rows, W]
+    x = ops.reshape(x, (-1, *x.shape[1:rank - 3], x.shape[-3] * x.shape[-2], x.shape[-1]))
+    return x if x.shape[-2] == height else x[..., :height, :]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +402,9 @@ def instance_inference(
 class PostProcessor:
     """Model outputs -> semantic scores, panoptic maps and instances at original image size.
 
+    Works on bands of output rows (see the module docstring), so that memory grows with the
+    image, not with queries times image.
+
     Args:
         isthing: [K] bool per class (from the dataset's category list).
         object_mask_threshold, overlap_threshold: panoptic thresholds.
@@ -272,6 +414,8 @@ class PostProcessor:
             original forces this when panoptic output is on); otherwise the K-class score map is
             computed at the padded input size, then cropped and resized.
         instance_things_only: keep only thing classes in instance output (panoptic-trained models).
+        band_values: bound on the values of the largest tensor one band creates; sets the rows
+            per band (at least 1). An unknown batch size counts as 1.
     """
 
     def __init__(
@@ -285,6 +429,7 @@ class PostProcessor:
         instance_top_k: int = 100,
         semantic_before_inference: bool = False,
         instance_things_only: bool = True,
+        band_values: int = BAND_VALUES,
     ):
         self.isthing = np.asarray(isthing, dtype=bool)
         self.object_mask_threshold = object_mask_threshold
@@ -295,6 +440,7 @@ class PostProcessor:
         self.instance_top_k = instance_top_k
         self.semantic_before_inference = semantic_before_inference or panoptic
         self.instance_things_only = instance_things_only
+        self.band_values = int(band_values)
 
     def __call__(
         self,
@@ -303,6 +449,7 @@ class PostProcessor:
         valid_sizes,
         output_sizes,
         output_shape: Sequence[int] | None = None,
+        semantic_scores: bool = True,
     ) -> dict[str, Any]:
         """Runs the enabled inferences.
 
@@ -313,45 +460,179 @@ class PostProcessor:
             output_sizes: [B, 2] int original (height, width) of each image.
             output_shape: static canvas (Ho, Wo); defaults to the maximum of `output_sizes`
                 (which must then be concrete).
+            semantic_scores: also return the K score maps "sem_seg" (K x Ho x Wo per image);
+                without them only their argmax "sem_seg_labels" is kept.
 
         Returns:
-            "sem_seg" [B, K, Ho, Wo] scores; the `panoptic_inference` dict under "panoptic"; the
-            `instance_inference` dict under "instance" (as enabled).
+            "sem_seg" [B, K, Ho, Wo] scores (with `semantic_scores`) and "sem_seg_labels"
+            [B, Ho, Wo] int32 (their argmax over K); the `panoptic_inference` dict under
+            "panoptic"; the `instance_inference` dict under "instance" (as enabled).
         """
         if output_shape is None:
             output_shape = tuple(int(v) for v in np.max(np.asarray(output_sizes), axis=0))
-        pred_logits = outputs["pred_logits"]
-        masks = upsample_bilinear(outputs["pred_masks"], input_shape)  # [B, Q, H, W]
-        need_resized = self.panoptic or self.instance or (
-            self.semantic and self.semantic_before_inference
-        )
-        resized = (
-            crop_and_resize(masks, valid_sizes, output_sizes, output_shape) if need_resized else None
-        )
+        output_shape = (int(output_shape[0]), int(output_shape[1]))
+        input_shape = (int(input_shape[0]), int(input_shape[1]))
+        pred_logits = ops.cast(outputs["pred_logits"], "float32")
+        pred_masks = ops.cast(outputs["pred_masks"], "float32")
+        valid_sizes = ops.convert_to_tensor(valid_sizes, "int32")
+        output_sizes = ops.convert_to_tensor(output_sizes, "int32")
+        args = (pred_logits, pred_masks, input_shape, valid_sizes, output_sizes, output_shape)
         results: dict[str, Any] = {}
-        if self.semantic:
-            if self.semantic_before_inference:
-                results["sem_seg"] = semantic_inference(pred_logits, resized)
-            else:
-                scores = semantic_inference(pred_logits, masks)  # [B, K, H, W]
-                results["sem_seg"] = crop_and_resize(scores, valid_sizes, output_sizes, output_shape)
+        if self.panoptic or self.instance or (self.semantic and self.semantic_before_inference):
+            results.update(self._from_output_logits(*args, semantic_scores))
+        if self.semantic and not self.semantic_before_inference:
+            results.update(self._semantic_after_inference(*args, semantic_scores))
+        return results
+
+    def _rows_per_band(self, batch, width: int, channels: int, height: int) -> int:
+        batch = batch if isinstance(batch, int) else 1
+        return int(min(max(1, self.band_values // max(1, batch * width * channels)), height))
+
+    def _from_output_logits(self, pred_logits, pred_masks, input_shape, valid_sizes,
+                            output_sizes, output_shape, semantic_scores: bool) -> dict[str, Any]:
+        """Panoptic, instance, and semantic combined after the masks' resize, in one pass."""
+        batch, num_queries, low_h, low_w = pred_masks.shape
+        num_classes = pred_logits.shape[-1] - 1
+        out_h, out_w = output_shape
+        semantic = self.semantic and self.semantic_before_inference
+        channels = max(num_queries, num_classes if semantic else 0,
+                       self.instance_top_k if self.instance else 0)
+        rows = self._rows_per_band(batch, out_w, channels, out_h)
+        num_bands = -(-out_h // rows)
+        taps_y = _output_taps(low_h, input_shape[0], valid_sizes[:, 0], output_sizes[:, 0],
+                              num_bands * rows)  # [B, n * rows, T]
+        index_x, weight_x = _output_taps(low_w, input_shape[1], valid_sizes[:, 1],
+                                         output_sizes[:, 1], out_w)  # [B, Wo, T]
+        masks_by_row = ops.transpose(pred_masks, (0, 2, 1, 3))  # [B, h, Q, w]
+        col_valid = ops.arange(out_w, dtype="int32")[None, :] < output_sizes[:, 1:2]  # [B, Wo]
+        query_range = ops.arange(num_queries, dtype="int32")
+
         if self.panoptic:
-            results["panoptic"] = panoptic_inference(
-                pred_logits,
-                resized,
-                self.isthing,
-                self.object_mask_threshold,
-                self.overlap_threshold,
-                output_sizes=output_sizes,
-            )
+            isthing = _isthing_tensor(self.isthing, num_classes)
+            scores, labels, keep = _panoptic_queries(pred_logits, self.object_mask_threshold)
+        if semantic:
+            class_probs = _class_probs(pred_logits)  # [B, Q, K]
         if self.instance:
-            results["instance"] = instance_inference(
-                pred_logits,
-                resized,
-                self.isthing if self.instance_things_only else None,
-                self.instance_top_k,
-                output_sizes=output_sizes,
-            )
+            things = self.isthing if self.instance_things_only else None
+            class_scores, inst_labels, inst_query, inst_valid = _instance_candidates(
+                pred_logits, things, self.instance_top_k)
+
+        def band(xs):
+            index_y, weight_y, row = xs  # [B, r, T], [B, r, T], [r]
+            logits = _resample(masks_by_row, index_y, weight_y)  # [B, r, Q, w]
+            logits = _resample(ops.transpose(logits, (0, 3, 1, 2)), index_x, weight_x)
+            # logits: [B, Wo, r, Q], the band's mask logits at output resolution
+            valid = ops.logical_and(col_valid[:, :, None],
+                                    row[None, None, :] < output_sizes[:, 0, None, None])
+            masks = ops.sigmoid(logits)
+            out = {}
+            if self.panoptic:
+                prob = ops.where(keep[:, None, None, :], scores[:, None, None, :] * masks, -1.0)
+                ids = ops.cast(ops.argmax(prob, axis=-1), "int32")  # [B, Wo, r]
+                won = ops.logical_and(ids[..., None] == query_range, valid[..., None])
+                own = ops.logical_and(masks >= 0.5, valid[..., None])
+                out["mask_ids"] = ops.transpose(ids, (0, 2, 1))  # [B, r, Wo]
+                out["area"] = ops.sum(ops.cast(won, "int32"), axis=(1, 2))  # [B, Q]
+                out["original_area"] = ops.sum(ops.cast(own, "int32"), axis=(1, 2))
+            if semantic:
+                sem = ops.einsum("bxrq,bqk->bxrk", masks, class_probs)  # [B, Wo, r, K]
+                out["sem_labels"] = ops.transpose(
+                    ops.cast(ops.argmax(sem, axis=-1), "int32"), (0, 2, 1))  # [B, r, Wo]
+                if semantic_scores:
+                    out["sem_scores"] = ops.transpose(sem, (0, 3, 2, 1))  # [B, K, r, Wo]
+            if self.instance:
+                chosen = _take_per_image(ops.transpose(logits, (0, 3, 1, 2)), inst_query)
+                binary = ops.logical_and(chosen > 0, valid[:, None])  # [B, k, Wo, r]
+                binary_f = ops.cast(binary, "float32")
+                out["inst_prob"] = ops.sum(ops.sigmoid(chosen) * binary_f, axis=(2, 3))
+                out["inst_area"] = ops.sum(binary_f, axis=(2, 3))  # [B, k]
+                out["inst_masks"] = ops.transpose(binary, (0, 1, 3, 2))  # [B, k, r, Wo]
+            return out
+
+        band_rows = ops.reshape(ops.arange(num_bands * rows, dtype="int32"), (num_bands, rows))
+        bands = ops.map(band, (_split_bands(taps_y[0], num_bands, rows),
+                               _split_bands(taps_y[1], num_bands, rows), band_rows))
+
+        results: dict[str, Any] = {}
+        if semantic:
+            if semantic_scores:
+                results["sem_seg"] = _join_bands(bands["sem_scores"], out_h)
+            results["sem_seg_labels"] = _join_bands(bands["sem_labels"], out_h)
+        if self.panoptic:
+            segments = _panoptic_segments(labels, keep, ops.sum(bands["area"], axis=0),
+                                          ops.sum(bands["original_area"], axis=0), isthing,
+                                          self.overlap_threshold)
+            mask_ids = _join_bands(bands["mask_ids"], out_h)  # [B, Ho, Wo]
+            valid_px = _pixel_validity(output_sizes, output_shape)
+            results["panoptic"] = {
+                "panoptic_seg": _panoptic_map(segments["query_segment_id"], mask_ids, valid_px),
+                **segments}
+        if self.instance:
+            mask_score = ops.sum(bands["inst_prob"], axis=0) / (
+                ops.sum(bands["inst_area"], axis=0) + 1e-6)
+            results["instance"] = {
+                "scores": class_scores * mask_score,
+                "labels": inst_labels,
+                "query": inst_query,
+                "valid": inst_valid,
+                "masks": _join_bands(bands["inst_masks"], out_h),  # [B, k, Ho, Wo]
+            }
+        return results
+
+    def _semantic_after_inference(self, pred_logits, pred_masks, input_shape, valid_sizes,
+                                  output_sizes, output_shape, semantic_scores: bool
+                                  ) -> dict[str, Any]:
+        """Semantic scores at the padded input size, then cropped and resized, band by band.
+
+        An output row interpolates two padded-input rows of the K score maps; each of those is
+        the class combination of the sigmoid of two upsampled mask rows. A band computes its
+        2 x rows padded-input rows, combines them, and resamples the width last.
+        """
+        batch, num_queries, low_h, low_w = pred_masks.shape
+        num_classes = pred_logits.shape[-1] - 1
+        in_h, in_w = input_shape
+        out_h, out_w = output_shape
+        rows = self._rows_per_band(batch, max(in_w, out_w), 2 * max(num_queries, num_classes),
+                                   out_h)
+        num_bands = -(-out_h // rows)
+        crop_index, crop_weight = _crop_taps(valid_sizes[:, 0], output_sizes[:, 0],
+                                             num_bands * rows)  # [B, n * rows, 2]
+        j0, j1, v0, v1 = (ops.convert_to_tensor(a) for a in bilinear_weights(low_h, in_h))
+
+        def upsample_taps(rows_read):  # the mask rows of padded-input rows [B, L] -> [B, L, 2]
+            return (ops.stack([ops.take(j0, rows_read), ops.take(j1, rows_read)], axis=-1),
+                    ops.stack([ops.take(v0, rows_read), ops.take(v1, rows_read)], axis=-1))
+
+        # Per band: the padded-input rows its first taps read, then those its second taps read.
+        first, second = (upsample_taps(crop_index[:, :, t]) for t in range(2))
+        up_index, up_weight = (
+            ops.concatenate([_split_bands(first[i], num_bands, rows),
+                             _split_bands(second[i], num_bands, rows)], axis=2)
+            for i in range(2))  # [n, B, 2 rows, 2]
+        jx0, jx1, vx0, vx1 = bilinear_weights(low_w, in_w)  # the width: one rule for the batch
+        vx0, vx1 = ops.convert_to_tensor(vx0), ops.convert_to_tensor(vx1)
+        index_x, weight_x = _crop_taps(valid_sizes[:, 1], output_sizes[:, 1], out_w)
+        masks_by_row = ops.transpose(pred_masks, (0, 2, 1, 3))  # [B, h, Q, w]
+        class_probs = _class_probs(pred_logits)  # [B, Q, K]
+
+        def band(xs):
+            index_y, weight_y, crop_w = xs  # [B, 2r, 2], [B, 2r, 2], [B, r, 2]
+            up = _resample(masks_by_row, index_y, weight_y)  # [B, 2r, Q, w]
+            up = ops.take(up, jx0, axis=3) * vx0 + ops.take(up, jx1, axis=3) * vx1  # [B, 2r, Q, W]
+            sem = ops.einsum("bsqx,bqk->bxsk", ops.sigmoid(up), class_probs)  # [B, W, 2r, K]
+            sem = (sem[:, :, :rows] * crop_w[:, None, :, 0, None]
+                   + sem[:, :, rows:] * crop_w[:, None, :, 1, None])  # [B, W, r, K]
+            sem = _resample(sem, index_x, weight_x)  # [B, Wo, r, K]
+            out = {"sem_labels": ops.transpose(ops.cast(ops.argmax(sem, axis=-1), "int32"),
+                                               (0, 2, 1))}  # [B, r, Wo]
+            if semantic_scores:
+                out["sem_scores"] = ops.transpose(sem, (0, 3, 2, 1))  # [B, K, r, Wo]
+            return out
+
+        bands = ops.map(band, (up_index, up_weight, _split_bands(crop_weight, num_bands, rows)))
+        results = {"sem_seg_labels": _join_bands(bands["sem_labels"], out_h)}
+        if semantic_scores:
+            results = {"sem_seg": _join_bands(bands["sem_scores"], out_h), **results}
         return results
 
 

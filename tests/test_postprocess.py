@@ -478,3 +478,255 @@ def test_isthing_length_is_checked():
     with pytest.raises(ValueError, match="isthing has 2 entries"):
         postprocess.panoptic_inference(np.zeros((1, 2, 4), np.float32),
                                        np.zeros((1, 2, 3, 3), np.float32), [True, False])
+
+
+# ---------------------------------------------------------------------------------------------
+# The banded PostProcessor against the straightforward full-size computation
+# ---------------------------------------------------------------------------------------------
+
+
+def np_full_size(mask_pred, padded, valid, out):
+    """[Q, h, w] mask logits -> [Q, *out] at output resolution, the long way (float64): upsample
+    to the padded input, crop to the valid region, resize to the output size."""
+    up = np_resize_bilinear(mask_pred, *padded)[:, : valid[0], : valid[1]]
+    return np_resize_bilinear(up, *out)
+
+
+def np_interpolation_matrix(in_size, out_size):
+    """[out, in] float64 matrix of PyTorch's bilinear rule along one axis (align_corners=False)."""
+    matrix = np.zeros((out_size, in_size))
+    for dst in range(out_size):
+        src = max((dst + 0.5) * in_size / out_size - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), in_size - 1)
+        i1 = min(i0 + 1, in_size - 1)
+        matrix[dst, i0] += 1.0 - (src - i0)
+        matrix[dst, i1] += src - i0
+    return matrix
+
+
+def _top2_gap(x, axis):
+    top = np.sort(x, axis=axis)
+    return np.take(top, -1, axis=axis) - np.take(top, -2, axis=axis)
+
+
+def _pipeline_case(rng, shape, isthing, padded, valid, out, kind):
+    """One image's outputs whose full-size logits leave every decision a margin: panoptic
+    (`_margins_ok`), the semantic argmax over classes and every instance mask (logit sign);
+    with at least two panoptic segments, or for "stuff_repeat" a stuff segment that a later
+    query of its class extends (its bands cover the image, so it is usually the only one)."""
+    while True:
+        mask_cls, mask_pred, _ = random_case(rng, kind, shape, isthing)
+        full = np_full_size(mask_pred, padded, valid, out)
+        semantic = np_semantic(mask_cls, full)
+        if not (_margins_ok(mask_cls, full) and _top2_gap(semantic, 0).min() > 1e-5
+                and np.abs(full).min() > 1e-4):
+            continue
+        events = collections.Counter()
+        segments = np_panoptic(mask_cls, full, isthing, events=events)[1]
+        if events["stuff_reused"] if kind == "stuff_repeat" else len(segments) > 1:
+            return mask_cls, mask_pred, full
+
+
+# Three images of one batch: padded input 35x50 from 9x13 masks (a non-integer ratio, as when the
+# model pads further inside), valid regions cropped, output sizes the same, larger and smaller.
+PADDED = (35, 50)
+VALID = np.array([[35, 50], [30, 41], [17, 49]])
+OUT = np.array([[35, 50], [45, 29], [11, 61]])
+Q_K_HW = (7, 5, 9, 13)
+TOP_K = 9
+
+
+@pytest.mark.parametrize("rows_per_band", [1, 4, None])  # None: the default, one band here
+def test_banded_postprocessor_equals_full_size_reference(rows_per_band):
+    """Panoptic, semantic (before inference) and instance results of the banded path against
+    the float64 full-size pipeline and the reference steps, on cases with decision margins:
+    maps, segments, labels and masks identical, scores to float32 rounding."""
+    rng = np.random.default_rng(21)
+    isthing = np.array([True, False, True, False, False])
+    cases = [_pipeline_case(rng, Q_K_HW, isthing, PADDED, VALID[b], OUT[b], kind)
+             for b, kind in enumerate(("random", "stuff_repeat", "random"))]
+    logits = np.stack([c[0] for c in cases])
+    masks = np.stack([c[1] for c in cases])
+    canvas = tuple(OUT.max(0))
+    # Rows per band = band_values // (batch * width * max(Q, K, top_k)); 45 rows are 45 bands of
+    # 1 row, or 12 bands of 4 (the last one mostly padding).
+    band_values = (postprocess.BAND_VALUES if rows_per_band is None
+                   else len(cases) * canvas[1] * max(Q_K_HW[0], Q_K_HW[1], TOP_K) * rows_per_band)
+    processor = postprocess.PostProcessor(isthing, semantic=True, panoptic=True, instance=True,
+                                          instance_top_k=TOP_K, band_values=band_values)
+    outputs = {"pred_logits": logits, "pred_masks": masks}
+    result, labels_only = compiled(lambda o: (
+        processor(o, PADDED, VALID, OUT), processor(o, PADDED, VALID, OUT, semantic_scores=False)
+    ))(outputs)
+    assert set(labels_only) == {"sem_seg_labels", "panoptic", "instance"}
+    np.testing.assert_array_equal(_np(labels_only["sem_seg_labels"]), _np(result["sem_seg_labels"]))
+    assert _np(result["sem_seg"]).shape == (3, Q_K_HW[1], *canvas)
+
+    pans = postprocess.crop_to_output(result["panoptic"]["panoptic_seg"], OUT)
+    sems = postprocess.crop_to_output(result["sem_seg"], OUT)
+    sem_labels = postprocess.crop_to_output(result["sem_seg_labels"], OUT)
+    inst_masks = postprocess.crop_to_output(result["instance"]["masks"], OUT)
+    segments = 0
+    for b, (mask_cls, _, full) in enumerate(cases):
+        expected_map, expected_segments = np_panoptic(mask_cls, full, isthing)
+        np.testing.assert_array_equal(pans[b], expected_map, err_msg=f"image {b}")
+        assert postprocess.panoptic_segments_info(result["panoptic"], b) == expected_segments
+        segments += len(expected_segments)
+        canvas_map = _np(result["panoptic"]["panoptic_seg"])[b]
+        assert not canvas_map[OUT[b, 0]:].any() and not canvas_map[:, OUT[b, 1]:].any()
+
+        expected_sem = np_semantic(mask_cls, full)
+        np.testing.assert_allclose(sems[b], expected_sem, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(sem_labels[b], expected_sem.argmax(0))
+
+        scores, labels, queries, valid, binary = np_instance(mask_cls, full, isthing, TOP_K)
+        np.testing.assert_array_equal(_np(result["instance"]["labels"])[b], labels)
+        np.testing.assert_array_equal(_np(result["instance"]["query"])[b], queries)
+        np.testing.assert_array_equal(_np(result["instance"]["valid"])[b], valid)
+        np.testing.assert_allclose(_np(result["instance"]["scores"])[b], scores, rtol=1e-5)
+        np.testing.assert_array_equal(inst_masks[b], binary)
+        assert not _np(result["instance"]["masks"])[b][:, OUT[b, 0]:].any()
+    assert segments >= 5
+
+
+@pytest.mark.parametrize("rows_per_band", [1, 3, None])
+def test_banded_semantic_after_inference_equals_full_size_reference(rows_per_band):
+    """Without panoptic output: K score maps at the padded input size, then cropped and
+    resized (the original's order), against the float64 reference, several images and bands."""
+    rng = np.random.default_rng(22)
+    q, k, h, w = 6, 4, 8, 11
+    padded, valid, out = (31, 44), np.array([[31, 44], [22, 37]]), np.array([[47, 33], [13, 52]])
+    canvas = tuple(out.max(0))
+    while True:
+        logits = rng.normal(0, 2, size=(2, q, k + 1)).astype(np.float32)
+        masks = rng.normal(0, 3, size=(2, q, h, w)).astype(np.float32)
+        expected = []
+        for b in range(2):
+            scores = np_semantic(logits[b], np_resize_bilinear(masks[b], *padded))
+            expected.append(np_resize_bilinear(scores[:, : valid[b, 0], : valid[b, 1]], *out[b]))
+        if min(_top2_gap(e, 0).min() for e in expected) > 1e-5:
+            break
+    # 2 x rows padded-input rows of max(Q, K) maps per band, over max(W, Wo) columns.
+    band_values = (postprocess.BAND_VALUES if rows_per_band is None
+                   else 2 * max(padded[1], canvas[1]) * 2 * max(q, k) * rows_per_band)
+    processor = postprocess.PostProcessor([True, False, True, False], semantic=True,
+                                          panoptic=False, band_values=band_values)
+    result = compiled(lambda o: processor(o, padded, valid, out))(
+        {"pred_logits": logits, "pred_masks": masks})
+    assert set(result) == {"sem_seg", "sem_seg_labels"}
+    sems = postprocess.crop_to_output(result["sem_seg"], out)
+    labels = postprocess.crop_to_output(result["sem_seg_labels"], out)
+    for b in range(2):
+        np.testing.assert_allclose(sems[b], expected[b], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(labels[b], expected[b].argmax(0))
+
+
+def test_banded_postprocessor_equals_keras_full_size_path():
+    """The banded path against the full-size one in float32 keras.ops (what post-processing
+    computed before it worked in bands: every query's mask upsampled with
+    `keras.ops.image.resize`, cropped and resized, then the full-size inferences), on random
+    outputs at a larger size without margin selection.
+
+    The two round differently (their taps are the same, the order of the products is not), so a
+    decision can only differ where the full-size values nearly tie: a semantic label where the
+    top two class scores are within 1e-5 of each other, a panoptic pixel where the top two
+    weighted mask probabilities are, a mask pixel where the logit is within 1e-5 of 0. Every
+    difference must be such a pixel; the segments must be identical, which the near-ties cannot
+    change here: no won-area / own-area ratio is within (near-tie pixels / own area) of the
+    overlap threshold (checked below)."""
+    rng = np.random.default_rng(24)
+    q, k, h, w = 16, 9, 23, 31
+    padded = (90, 122)
+    valid, out = np.array([[90, 122], [71, 97]]), np.array([[131, 97], [64, 200]])
+    canvas = tuple(out.max(0))
+    isthing = np.arange(k) < 5
+    logits = rng.normal(0, 1, size=(2, q, k + 1)).astype(np.float32)
+    confident = rng.random((2, q)) < 0.7
+    logits[confident, rng.integers(0, k + 1, (2, q))[confident]] += 8.0
+    # One blob per query on a smooth background: many survive the overlap test.
+    yy, xx = np.mgrid[0:h, 0:w]
+    centre_y, centre_x = rng.uniform(0, h, (2, q, 1, 1)), rng.uniform(0, w, (2, q, 1, 1))
+    radius = rng.uniform(2, 8, (2, q, 1, 1))
+    distance = np.sqrt((yy - centre_y) ** 2 + (xx - centre_x) ** 2)
+    masks = (3.0 * (radius - distance)
+             + np.stack([_smooth_field(rng, q, h, w) for _ in range(2)])).astype(np.float32)
+    processor = postprocess.PostProcessor(isthing, semantic=True, panoptic=True, instance=True,
+                                          instance_top_k=20, band_values=2 * 200 * 20 * 7)
+
+    def full_size(o):
+        up = resize.upsample_bilinear(o["pred_masks"], padded)
+        resized = resize.crop_and_resize(up, valid, out, canvas)
+        return (postprocess.semantic_inference(o["pred_logits"], resized),
+                postprocess.panoptic_inference(o["pred_logits"], resized, isthing,
+                                               output_sizes=out),
+                postprocess.instance_inference(o["pred_logits"], resized, isthing, 20,
+                                               output_sizes=out),
+                resized)
+
+    outputs = {"pred_logits": logits, "pred_masks": masks}
+    got = compiled(lambda o: processor(o, padded, valid, out))(outputs)
+    sem, pan, inst, resized = (compiled(full_size))(outputs)
+    sem, resized = _np(sem), _np(resized)
+    probs = np_softmax(logits)
+    segments = 0
+    for b in range(2):
+        oh, ow = out[b]
+        gap = _top2_gap(sem[b, :, :oh, :ow], 0) < 1e-5 * sem[b].max()
+        differs = _np(got["sem_seg_labels"])[b, :oh, :ow] != sem[b].argmax(0)[:oh, :ow]
+        assert not (differs & ~gap).any()
+        np.testing.assert_allclose(_np(got["sem_seg"])[b], sem[b], atol=1e-5 * sem[b].max())
+
+        keep = (probs[b].argmax(-1) != k) & (probs[b].max(-1) > 0.8)
+        weighted = probs[b].max(-1)[keep, None, None] * np_sigmoid(resized[b, keep, :oh, :ow])
+        # A tie is near where the top two differ by less than 1e-4 of the larger: far from
+        # every mask, sigmoids of logits around -20 are tiny but their float32 rounding is
+        # relative to their size.
+        ranked = np.argsort(weighted, 0)  # [n, oh, ow], the last two are the top two
+        near = ((_top2_gap(weighted, 0) < 1e-4 * weighted.max(0)) if keep.sum() > 1
+                else np.zeros((oh, ow), bool))
+        ours_map = _np(got["panoptic"]["panoptic_seg"])[b]
+        theirs_map = _np(pan["panoptic_seg"])[b]
+        assert not ((ours_map[:oh, :ow] != theirs_map[:oh, :ow]) & ~near).any()
+        np.testing.assert_array_equal(ours_map[oh:], 0)
+        expected_segments = postprocess.panoptic_segments_info(pan, b)
+        assert postprocess.panoptic_segments_info(got["panoptic"], b) == expected_segments
+        segments += len(expected_segments)
+        ids = weighted.argmax(0) if keep.any() else None
+        for i in range(int(keep.sum())):
+            own = int((weighted[i] >= 0.5 * probs[b].max(-1)[keep][i]).sum())
+            # Only a near tie that query i takes part in can move its won area.
+            contested = near & ((ranked[-1] == i) | (ranked[-2] == i)) if keep.sum() > 1 else near
+            if own:
+                assert abs((ids == i).sum() / own - 0.8) > contested.sum() / own
+
+        np.testing.assert_array_equal(_np(got["instance"]["query"])[b], _np(inst["query"])[b])
+        np.testing.assert_allclose(_np(got["instance"]["scores"])[b], _np(inst["scores"])[b],
+                                   rtol=1e-5)
+        chosen = resized[b, _np(inst["query"])[b], :oh, :ow]
+        differs = _np(got["instance"]["masks"])[b, :, :oh, :ow] != _np(inst["masks"])[b, :, :oh, :ow]
+        assert not (differs & (np.abs(chosen) >= 1e-5)).any()
+    assert segments >= 4, "too few segments for the comparison to mean anything"
+
+
+@pytest.mark.parametrize("low,padded,valid,out", [
+    (9, 35, [35, 30, 17], [35, 45, 11]),  # up, crop, then up or down
+    (8, 32, [32, 32, 5], [32, 7, 40]),    # integer ratio
+    (6, 6, [6, 4, 6], [6, 9, 1]),          # no upsampling; to one pixel
+    (10, 7, [7, 5, 7], [7, 12, 3]),        # shrinking (four taps)
+])
+def test_output_taps_compose_upsampling_crop_and_resize(low, padded, valid, out):
+    """The composite taps are the product of the two interpolation matrices, per image."""
+    length = max(out) + 2
+    index, weight = postprocess._output_taps(low, padded, np.array(valid, np.int32),
+                                             np.array(out, np.int32), length)
+    index, weight = _np(index), _np(weight)
+    assert index.shape[-1] == (4 if padded < low else 3)
+    assert index.min() >= 0 and index.max() < low
+    upsample = np_interpolation_matrix(low, padded)
+    for b in range(len(valid)):
+        dense = np.zeros((length, low))
+        for t in range(index.shape[-1]):
+            np.add.at(dense, (np.arange(length), index[b, :, t]), weight[b, :, t])
+        expected = np.zeros((length, low))
+        expected[: out[b]] = np_interpolation_matrix(valid[b], out[b]) @ upsample[: valid[b]]
+        np.testing.assert_allclose(dense, expected, atol=1e-6)
