@@ -6,7 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from maskformer.cli.common import add_command, add_experiment_args, experiment_from_args
+from maskformer.cli.common import (
+    add_command,
+    add_experiment_args,
+    apply_override_args,
+    experiment_from_args,
+)
 
 
 def add_subcommands(sub) -> None:
@@ -22,8 +27,9 @@ def add_subcommands(sub) -> None:
                    help="detectron2 head names: old (released checkpoints) or new")
     p.add_argument("--out", type=Path, required=True, help="output model directory")
     add_experiment_args(p, default=None,
-                        help="the experiment the weights belong to (default: from the "
-                             "checkpoint's config.json for HF, the default config otherwise)")
+                        help="the experiment the weights belong to (default: the registered "
+                             "experiment with the checkpoint's architecture, read from its "
+                             "tensors or, for HF, its config.json)")
     p.set_defaults(func=cmd_convert)
 
     p = add_command(sub, "experiments", "list the registered experiments")
@@ -31,16 +37,19 @@ def add_subcommands(sub) -> None:
 
 
 def cmd_convert(args) -> int:
-    from maskformer.config import ExperimentConfig
     from maskformer.conversion.io import convert_to_model_dir
 
-    config = experiment_from_args(args) if args.experiment else ExperimentConfig()
+    config = experiment_from_args(args) if args.experiment else None
     model, config, categories, where = convert_to_model_dir(
         args.source, args.checkpoint, config, args.out, hf_config=args.hf_config,
-        naming=args.naming)
+        naming=args.naming, customize=lambda c: apply_override_args(c, args))
     n = sum(int(np.prod(v.shape)) for v in model.weights)
     print(f"converted {args.checkpoint} ({len(model.weights)} variables, {n:,} values) -> "
           f"{args.out}")
+    if not args.experiment:
+        print(f"experiment: {config.name} (the registered one with this architecture)"
+              if config.name else "experiment: none registered has this architecture; the "
+              "model is the checkpoint's, the data and test-time settings the defaults")
     if categories:
         print(f"{len(categories)} classes from {where}")
     else:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from maskformer.config import ExperimentConfig, ModelConfig
-from maskformer.conversion import detectron2, huggingface
+from maskformer.conversion import detectron2, huggingface, infer
 from maskformer.conversion.safe_pickle import load_state_dict
 from maskformer.errors import CheckpointError
 
@@ -33,8 +34,9 @@ def checkpoint_file(source: str, checkpoint: str | Path) -> Path:
     raise CheckpointError(f"{checkpoint}: no {' or '.join(HF_WEIGHT_FILES)} in this folder")
 
 
-def convert_checkpoint(source: str, checkpoint: str | Path, config: ExperimentConfig,
-                       hf_config: str | Path | None = None, naming: str = "auto"):
+def convert_checkpoint(source: str, checkpoint: str | Path, config: ExperimentConfig | None,
+                       hf_config: str | Path | None = None, naming: str = "auto",
+                       customize: Callable[[ExperimentConfig], ExperimentConfig] | None = None):
     """Reads a PyTorch checkpoint and returns (model, config) with every weight set.
 
     Args:
@@ -43,28 +45,45 @@ def convert_checkpoint(source: str, checkpoint: str | Path, config: ExperimentCo
         checkpoint: the file (or, for "hf", the folder).
         config: the experiment the weights belong to; for "hf" its model part is replaced by
             the one read from `hf_config` (default: `config.json` beside the checkpoint).
+            None: the registered experiment whose architecture the checkpoint has
+            (`infer.infer_experiment`; for "hf" the default experiment when none fits), then
+            `customize` (for example the command line's overrides) applied to it.
         naming: detectron2 head naming, "auto", "old" or "new".
     """
+    from maskformer.experiments import get_experiment
     from maskformer.modeling.maskformer import build_model
 
     if source not in ("hf", "detectron2"):
         raise ValueError(f"source must be 'hf' or 'detectron2', got {source!r}")
     checkpoint = checkpoint_file(source, checkpoint)
+    model_config: ModelConfig | None = None
     if source == "hf":
         hf_config = Path(hf_config) if hf_config else checkpoint.parent / "config.json"
-        model_config: ModelConfig = huggingface.model_config_from_hf(hf_config)
+        model_config = huggingface.model_config_from_hf(hf_config)
         state = huggingface.rename_state_dict(load_state_dict(checkpoint))
-        config.model = model_config
     else:
         state = detectron2.normalize_names(load_state_dict(checkpoint), naming)
+    if config is None:
+        if model_config is not None:
+            matches, _ = infer.matching_experiments(infer.config_signature(model_config))
+            name = matches[0] if len(matches) == 1 else None
+        else:
+            name = infer.infer_experiment(infer.checkpoint_signature(state), str(checkpoint))
+        config = get_experiment(name) if name else ExperimentConfig()
+        if customize is not None:
+            config = customize(config)
+    if model_config is not None:
+        model_config.size_divisibility = config.model.size_divisibility
+        config.model = model_config
     model = build_model(config.model)
     detectron2.assign_weights(model, state, source=str(checkpoint))
     return model, config
 
 
-def convert_to_model_dir(source: str, checkpoint: str | Path, config: ExperimentConfig,
+def convert_to_model_dir(source: str, checkpoint: str | Path, config: ExperimentConfig | None,
                          out: str | Path, hf_config: str | Path | None = None,
-                         naming: str = "auto"):
+                         naming: str = "auto",
+                         customize: Callable[[ExperimentConfig], ExperimentConfig] | None = None):
     """`convert_checkpoint`, then the model directory `out` with its categories: for "hf" the
     names of `id2label` (thing/stuff split and colours from the built-in list they match),
     else those of the experiment (`model_dir.config_categories`).
@@ -74,7 +93,8 @@ def convert_to_model_dir(source: str, checkpoint: str | Path, config: Experiment
     """
     from maskformer.model_dir import config_categories, save_model
 
-    model, config = convert_checkpoint(source, checkpoint, config, hf_config, naming)
+    model, config = convert_checkpoint(source, checkpoint, config, hf_config, naming,
+                                       customize)
     found = None
     if source == "hf":
         weights = checkpoint_file(source, checkpoint)
