@@ -12,8 +12,12 @@ Hugging Face's model does not compute them at inference.
 function per stage (normalisation + backbone, pixel decoder, transformer predictor, heads),
 PyTorch's stages timed by forward hooks inside its whole forward pass.
 
+`--backbone swin-tiny` / `swin-base` puts the published Swin-T (embed 96, depths 2-2-6-2,
+window 7) or Swin-B (embed 128, depths 2-2-18-2, window 12) under the same FPN MaskFormer, as
+Hugging Face's `facebook/maskformer-swin-*-ade` models are built.
+
     KERAS_BACKEND=tensorflow python benchmarks/forward.py [--sizes 512x512 800x1216] [--runs 7]
-        [--profile 512x512]
+        [--profile 512x512] [--backbone r50|swin-tiny|swin-base]
 """
 
 from __future__ import annotations
@@ -39,6 +43,32 @@ from maskformer.config import ExperimentConfig  # noqa: E402
 from maskformer.conversion.io import convert_checkpoint, max_relative_difference  # noqa: E402
 from maskformer.inference import make_predict_fn  # noqa: E402
 from tests.conversion.test_huggingface import MEAN, STD, hf_model  # noqa: E402
+
+SWIN = {"swin-tiny": {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24],
+                      "window_size": 7},
+        "swin-base": {"embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32],
+                      "window_size": 12}}
+
+
+def hf_swin_model(name: str, num_labels: int = 150, num_queries: int = 100, seed: int = 0):
+    """A randomly initialised Hugging Face MaskFormer with the published Swin backbone."""
+    from transformers import (
+        MaskFormerConfig,
+        MaskFormerForInstanceSegmentation,
+        MaskFormerSwinConfig,
+    )
+
+    from tests.conversion.torch_utils import randomize_
+
+    backbone = MaskFormerSwinConfig(**SWIN[name], drop_path_rate=0.3,
+                                    out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = MaskFormerConfig(backbone_config=backbone, num_labels=num_labels,
+                              num_queries=num_queries)
+    config.decoder_config.num_queries = num_queries
+    torch.manual_seed(seed)
+    model = MaskFormerForInstanceSegmentation(config).eval()
+    randomize_(model, seed)
+    return model
 
 
 def interleaved(contenders: dict, runs: int) -> dict[str, float]:
@@ -137,9 +167,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--profile", nargs="*", default=[], metavar="SIZE",
                         help="sizes to time stage by stage as well")
+    parser.add_argument("--backbone", default="r50", choices=["r50", *SWIN])
     args = parser.parse_args()
 
-    reference = hf_model(num_labels=150, num_queries=100)
+    reference = (hf_model(num_labels=150, num_queries=100) if args.backbone == "r50"
+                 else hf_swin_model(args.backbone))
+    print(f"backbone {args.backbone}")
     with tempfile.TemporaryDirectory() as tmp:
         reference.save_pretrained(tmp)
         model, _ = convert_checkpoint("hf", Path(tmp) / "model.safetensors", ExperimentConfig())
