@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -220,17 +219,6 @@ class Predictor:
         resized = [resize_for_inference(im, self.config.data) for im in images]
         batch, sizes = pad_batch(resized, self.config.data)
         return self.run(batch, sizes, [im.shape[:2] for im in images])
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8 [H, W, 3]."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: cannot read the image ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------
