@@ -15,7 +15,6 @@ from maskformer.inference import (
     evaluate,
     pad_batch,
     padded_shape,
-    read_image,
     resize_for_inference,
 )
 from maskformer.modeling.maskformer import build_model
@@ -121,10 +120,3 @@ def test_resize_and_padding_rule():
     config.data.eval_output_size = [32, 128]
     with pytest.raises(Exception, match="eval_output_size"):
         padded_shape([[33, 100]], config.data)
-
-
-def test_read_image_names_the_file(tmp_path):
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"not a png")
-    with pytest.raises(Exception, match="broken.png"):
-        read_image(bad)
