@@ -491,11 +491,17 @@ class ExperimentConfig:
         self._check_combinations()
         return self
 
+    def check_input_pipeline(self) -> None:
+        """What training and evaluation on the input pipeline's records need beyond `validate`
+        (a converted model of more classes still predicts)."""
+        if self.model.num_classes > IGNORE_LABEL:
+            raise ConfigError(f"model.num_classes: {self.model.num_classes} classes include the "
+                              f"id {IGNORE_LABEL}, which the input pipeline uses for void "
+                              "pixels: such a model predicts, but cannot be trained or evaluated "
+                              "on records yet")
+
     def _check_combinations(self) -> None:
         model, data = self.model, self.data
-        if model.num_classes > IGNORE_LABEL:
-            raise ConfigError(f"model.num_classes: {model.num_classes} classes include the id "
-                              f"{IGNORE_LABEL}, which the input pipeline uses for void pixels")
         if data.max_instances > model.num_queries:
             _warn(f"data.max_instances {data.max_instances} is more than model.num_queries "
                   f"{model.num_queries}: in an image with more than {model.num_queries} target "

@@ -262,6 +262,7 @@ def evaluate(model: keras.Model, config: ExperimentConfig, files: str | None = N
     from maskformer.data.pipeline import build_dataset
     from maskformer.evaluation.evaluator import Evaluator
 
+    config.check_input_pipeline()
     predictor = predictor or Predictor(model, config)
     evaluator = Evaluator(predictor.categories, panoptic=config.eval.panoptic,
                           semantic=config.eval.semantic, instance=config.eval.instance,

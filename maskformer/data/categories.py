@@ -46,7 +46,10 @@ _NAMES = (*_FILE_LISTS, "shapes")
 # converted as such. A built-in name also stands for itself.
 _FOR_DATASET: dict[str, tuple[str, ...]] = {
     "coco_panoptic": ("coco_panoptic", "shapes"),
-    "ade20k_semantic": ("ade20k_150", "ade20k_full_847"),
+    # Semantic records (ADE20K's converter and format): the published semantic datasets'
+    # lists, told apart by their lengths.
+    "ade20k_semantic": ("ade20k_150", "ade20k_full_847", "coco_stuff_171", "cityscapes_19",
+                        "mapillary_vistas_65"),
 }
 
 
