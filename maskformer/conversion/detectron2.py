@@ -8,6 +8,9 @@ or mis-shaped.
 
 Released checkpoints use the head's old names (no `pixel_decoder.`); `normalize_names`
 rewrites them as the original's state-dict version 2 upgrade does.
+
+A Swin backbone's `relative_position_index` buffers are not weights of ours (the index follows
+from the window size): each is checked against `swin.relative_position_index` and dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from maskformer.conversion.safe_pickle import CheckpointError
 from maskformer.modeling.backbone import DeepLabStem
 from maskformer.modeling.layers import Conv2d
 from maskformer.modeling.maskformer import MaskFormer
+from maskformer.modeling.swin import SwinTransformer, relative_position_index
 from maskformer.modeling.transformer import DecoderLayer, EncoderLayer, MultiHeadAttention
 
 # Buffers of the original model that are not weights of ours; checked for shape and dropped.
@@ -109,11 +113,36 @@ class _Mapper:
         for i, norm in enumerate((layer.norm1, layer.norm2, layer.norm3), start=1):
             self.layer_norm(norm, f"{prefix}.norm{i}")
 
+    def swin(self, backbone: SwinTransformer, prefix: str):
+        """The original's `SwinTransformer` names (`patch_embed`, `layers.{s}`, `norm{s}`)."""
 
-def weight_map(model: MaskFormer) -> list[Target]:
-    """Every variable of `model` with the original (new-style) names that set it."""
-    m = _Mapper()
-    backbone = model.backbone
+        def linear(layer, name):  # `qkv` may have no bias, `reduction` never has one
+            self.add(layer.kernel, f"{name}.weight", _linear)
+            if layer.use_bias:
+                self.add(layer.bias, f"{name}.bias")
+
+        self.add(backbone.patch_embed.proj.kernel, f"{prefix}.patch_embed.proj.weight", _conv)
+        self.add(backbone.patch_embed.proj.bias, f"{prefix}.patch_embed.proj.bias")
+        self.layer_norm(backbone.patch_embed.norm, f"{prefix}.patch_embed.norm")
+        for s, stage in enumerate(backbone.stages):
+            for b, block in enumerate(stage.blocks):
+                name = f"{prefix}.layers.{s}.blocks.{b}"
+                self.layer_norm(block.norm1, f"{name}.norm1")
+                self.add(block.attn.relative_position_bias_table,
+                         f"{name}.attn.relative_position_bias_table")
+                linear(block.attn.qkv, f"{name}.attn.qkv")
+                linear(block.attn.proj, f"{name}.attn.proj")
+                self.layer_norm(block.norm2, f"{name}.norm2")
+                linear(block.fc1, f"{name}.mlp.fc1")
+                linear(block.fc2, f"{name}.mlp.fc2")
+            if s < len(backbone.merges):
+                self.layer_norm(backbone.merges[s].norm, f"{prefix}.layers.{s}.downsample.norm")
+                linear(backbone.merges[s].reduction, f"{prefix}.layers.{s}.downsample.reduction")
+            self.layer_norm(backbone.norms[s], f"{prefix}.norm{s}")
+
+
+def _resnet_targets(m: _Mapper, backbone) -> None:
+    """A ResNet backbone in detectron2's names."""
     if isinstance(backbone.stem, DeepLabStem):
         for name in ("conv1", "conv2", "conv3"):
             m.conv(getattr(backbone.stem, name), f"backbone.stem.{name}")
@@ -126,6 +155,32 @@ def weight_map(model: MaskFormer) -> list[Target]:
                 m.conv(getattr(block, name), f"{prefix}.{name}")
             if block.shortcut is not None:
                 m.conv(block.shortcut, f"{prefix}.shortcut")
+
+
+def backbone_weight_map(backbone) -> list[Target]:
+    """Every variable of a backbone (ResNet or Swin) with the original's `backbone.*` names."""
+    m = _Mapper()
+    if isinstance(backbone, SwinTransformer):
+        m.swin(backbone, "backbone")
+    else:
+        _resnet_targets(m, backbone)
+    return m.targets
+
+
+def backbone_buffers(backbone) -> dict[str, np.ndarray]:
+    """The original's buffers that a checkpoint may hold and that must equal these values:
+    Swin's `relative_position_index` of every block. Checked and dropped, not loaded."""
+    if not isinstance(backbone, SwinTransformer):
+        return {}
+    index = relative_position_index(backbone.window_size)
+    return {f"backbone.layers.{s}.blocks.{b}.attn.relative_position_index": index
+            for s, stage in enumerate(backbone.stages) for b in range(len(stage.blocks))}
+
+
+def weight_map(model: MaskFormer) -> list[Target]:
+    """Every variable of `model` with the original (new-style) names that set it."""
+    m = _Mapper()
+    m.targets.extend(backbone_weight_map(model.backbone))
 
     decoder, prefix = model.pixel_decoder, "sem_seg_head.pixel_decoder"
     for i in range(3):
@@ -182,26 +237,9 @@ def assign_weights(model: MaskFormer, state: dict[str, np.ndarray], source: str 
     """Sets every variable of `model` from `state` (original new-style names), strictly.
 
     Raises:
-        CheckpointError: listing missing, unexpected and mis-shaped names.
+        CheckpointError: listing missing, unexpected and mis-shaped names, and buffers that
+            differ from what the model computes (Swin's `relative_position_index`).
     """
-    targets = weight_map(model)
-    expected = {s for t in targets for s in t.sources}
-    missing = sorted(expected - set(state))
-    unexpected = sorted(k for k in state if k not in expected and k not in IGNORED_KEYS)
-    values, mismatched = [], []
-    if not missing:
-        for t in targets:
-            value = t.transform(*(np.asarray(state[s]) for s in t.sources))
-            if tuple(value.shape) != tuple(t.variable.shape):
-                mismatched.append(f"{t.sources[0]}: checkpoint {tuple(state[t.sources[0]].shape)}"
-                                  f" gives {tuple(value.shape)}, model expects "
-                                  f"{tuple(t.variable.shape)} ({t.variable.path})")
-            values.append(value)
-    if "criterion.empty_weight" in state:
-        k = state["criterion.empty_weight"].shape
-        if k != (model.config.num_classes + 1,):
-            mismatched.append(f"criterion.empty_weight: checkpoint {k}, model has "
-                              f"{model.config.num_classes} classes")
     classes = state.get("sem_seg_head.predictor.class_embed.bias")
     if classes is not None and classes.shape[0] != model.config.num_classes + 1:
         raise CheckpointError(
@@ -209,12 +247,60 @@ def assign_weights(model: MaskFormer, state: dict[str, np.ndarray], source: str 
             f"(sem_seg_head.predictor.class_embed.bias), the model {model.config.num_classes} "
             "(model.num_classes): choose the experiment of the checkpoint, or "
             f"--set model.num_classes={classes.shape[0] - 1}")
-    if missing or unexpected or mismatched:
+    mismatched = []
+    if "criterion.empty_weight" in state:
+        k = state["criterion.empty_weight"].shape
+        if k != (model.config.num_classes + 1,):
+            mismatched.append(f"criterion.empty_weight: checkpoint {k}, model has "
+                              f"{model.config.num_classes} classes")
+    _assign_strictly(weight_map(model), backbone_buffers(model.backbone), state, source,
+                     ignored=IGNORED_KEYS, mismatched=tuple(mismatched))
+    return model
+
+
+def assign_backbone_weights(backbone, state: dict[str, np.ndarray],
+                            source: str = "checkpoint"):
+    """Sets every variable of a backbone alone from `state` (the original's `backbone.*`
+    names and nothing else), strictly, as `assign_weights` does for a whole model."""
+    _assign_strictly(backbone_weight_map(backbone), backbone_buffers(backbone), state, source)
+    return backbone
+
+
+def _assign_strictly(targets: list[Target], buffers: dict[str, np.ndarray],
+                     state: dict[str, np.ndarray], source: str, ignored: tuple[str, ...] = (),
+                     mismatched: tuple[str, ...] = ()) -> None:
+    """Sets every target from `state`, or raises naming every missing, unexpected, mis-shaped
+    and wrong key: no variable is set unless all fit. `buffers` may be absent from `state`;
+    where present they must equal the given values. `ignored` keys may be present.
+    `mismatched` holds problems the caller found."""
+    expected = {s for t in targets for s in t.sources}
+    missing = sorted(expected - set(state))
+    unexpected = sorted(k for k in state
+                        if k not in expected and k not in ignored and k not in buffers)
+    values, shapes, wrong = [], [], []
+    if not missing:
+        for t in targets:
+            value = t.transform(*(np.asarray(state[s]) for s in t.sources))
+            if tuple(value.shape) != tuple(t.variable.shape):
+                shapes.append(f"{t.sources[0]}: checkpoint {tuple(state[t.sources[0]].shape)}"
+                              f" gives {tuple(value.shape)}, model expects "
+                              f"{tuple(t.variable.shape)} ({t.variable.path})")
+            values.append(value)
+    for key, value in buffers.items():
+        if key not in state:
+            continue
+        found = np.asarray(state[key])
+        if found.shape != value.shape:
+            shapes.append(f"{key}: checkpoint {found.shape}, model expects {value.shape}")
+        elif not np.array_equal(found, value):
+            wrong.append(f"{key} (differs from the index the model computes in "
+                         f"{int(np.sum(found != value))} of {value.size} places)")
+    shapes += mismatched
+    if missing or unexpected or shapes or wrong:
         parts = [f"{len(names)} {title}: " + ", ".join(names[:50])
                  + (" ..." if len(names) > 50 else "")
                  for title, names in (("missing", missing), ("unexpected", unexpected),
-                                      ("mis-shaped", mismatched)) if names]
+                                      ("mis-shaped", shapes), ("wrong", wrong)) if names]
         raise CheckpointError(f"{source} does not fit the model; " + "; ".join(parts))
     for t, value in zip(targets, values, strict=True):
         t.variable.assign(value.astype(t.variable.dtype))
-    return model

@@ -1,8 +1,8 @@
-"""Hugging Face `transformers` MaskFormer (ResNet backbone) into the Keras model.
+"""Hugging Face `transformers` MaskFormer (ResNet or Swin backbone) into the Keras model.
 
 HF names are rewritten to the original's state-dict names (separate q/k/v projections are
-stacked into the fused `in_proj`), then `detectron2.assign_weights` sets the model strictly.
-The model configuration comes from HF's `config.json`.
+stacked into the fused `in_proj`, or for Swin into `qkv`), then `detectron2.assign_weights`
+sets the model strictly. The model configuration comes from HF's `config.json`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskformer.config import BackboneConfig, ModelConfig
+from maskformer.config import BackboneConfig, ModelConfig, SwinConfig
 from maskformer.conversion.safe_pickle import CheckpointError
 
 # HF FPN layer i runs coarse to fine: res4, res3, res2, i.e. the original's index 3 - i.
@@ -56,6 +56,40 @@ _RULES = [
     (r"class_predictor\.(.*)", r"sem_seg_head.predictor.class_embed.\1"),
     (r"mask_embedder\.(\d)\.0\.(.*)", r"sem_seg_head.predictor.mask_embed.layers.\1.\2"),
     (r"criterion\.empty_weight", "criterion.empty_weight"),
+    # MaskFormerSwinBackbone: `model` is the Swin, `hidden_states_norms` the per-output norms.
+    (r"model\.pixel_level_module\.encoder\.model\.embeddings\.patch_embeddings\.projection"
+     r"\.(.*)", r"backbone.patch_embed.proj.\1"),
+    (r"model\.pixel_level_module\.encoder\.model\.embeddings\.norm\.(.*)",
+     r"backbone.patch_embed.norm.\1"),
+    (r"model\.pixel_level_module\.encoder\.model\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*)",
+     lambda m: f"backbone.layers.{m[1]}.blocks.{m[2]}." + _swin_block_name(m[3])),
+    (r"model\.pixel_level_module\.encoder\.model\.encoder\.layers\.(\d+)\.downsample"
+     r"\.(reduction|norm)\.(.*)", r"backbone.layers.\1.downsample.\2.\3"),
+    (r"model\.pixel_level_module\.encoder\.hidden_states_norms\.(\d+)\.(.*)",
+     r"backbone.norm\1.\2"),
+]
+
+# HF tensors that no MaskFormer output depends on: the final LayerNorm of HF's
+# MaskFormerSwinModel (the backbone returns the stage outputs through `hidden_states_norms`).
+_UNUSED = [r"model\.pixel_level_module\.encoder\.model\.layernorm\.(weight|bias)"]
+
+_SWIN_BLOCK_PARTS = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.self": "attn",  # relative_position_bias_table, relative_position_index
+    "attention.self.query": "attn.query",  # query / key / value are fused into qkv below
+    "attention.self.key": "attn.key",
+    "attention.self.value": "attn.value",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+
+# Separate projections stacked (q, k, v rows) into the original's fused one.
+_FUSED = [
+    (r"(.*)\.([qkv])_proj\.(weight|bias)", ("q_proj", "k_proj", "v_proj"), "in_proj_{leaf}"),
+    (r"(.*)\.attn\.(query|key|value)\.(weight|bias)", ("attn.query", "attn.key", "attn.value"),
+     "attn.qkv.{leaf}"),
 ]
 
 _DECODER_PARTS = {
@@ -85,8 +119,24 @@ def _decoder_layer_name(rest: str) -> str:
     return f"<unknown>{rest}"
 
 
+def _swin_block_name(rest: str) -> str:
+    module, _, leaf = rest.rpartition(".")
+    if module in _SWIN_BLOCK_PARTS:
+        return f"{_SWIN_BLOCK_PARTS[module]}.{leaf}"
+    return f"<unknown>{rest}"
+
+
+def _fusion(name: str):
+    """(match, the separate projections' names, the fused name) of a q/k/v projection, or None."""
+    for pattern, part_names, target in _FUSED:
+        match = re.fullmatch(pattern, name)
+        if match:
+            return match, part_names, target
+    return None
+
+
 def rename_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """HF MaskFormer names -> the original's names, q/k/v fused into `in_proj_*`.
+    """HF MaskFormer names -> the original's names, q/k/v fused into `in_proj_*` (Swin: `qkv`).
 
     Raises:
         CheckpointError: naming every HF tensor that has no place in MaskFormer.
@@ -95,6 +145,8 @@ def rename_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key, value in state.items():
         if key.endswith("num_batches_tracked"):
             continue  # BatchNorm bookkeeping, not a weight
+        if any(re.fullmatch(pattern, key) for pattern in _UNUSED):
+            continue
         for pattern, repl in _RULES:
             match = re.fullmatch(pattern, key)
             if match:
@@ -111,16 +163,18 @@ def rename_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                               + ", ".join(unknown[:50]))
     fused = {}
     for name, value in renamed.items():
-        match = re.fullmatch(r"(.*)\.([qkv])_proj\.(weight|bias)", name)
-        if not match:
+        fusion = _fusion(name)
+        if fusion is None:
             fused[name] = value
             continue
+        match, part_names, target = fusion
         prefix, leaf = match[1], match[3]
-        parts = [renamed.get(f"{prefix}.{p}_proj.{leaf}") for p in "qkv"]
+        parts = [renamed.get(f"{prefix}.{p}.{leaf}") for p in part_names]
         if any(p is None for p in parts):
+            found = [p for p, v in zip(part_names, parts, strict=True) if v is not None]
             raise CheckpointError(f"{prefix}: q, k and v projections must all be present "
-                                  f"(found {[p for p, v in zip('qkv', parts, strict=True) if v is not None]})")
-        fused[f"{prefix}.in_proj_{leaf}"] = np.concatenate(parts, axis=0)
+                                  f"(found {found})")
+        fused[f"{prefix}.{target.format(leaf=leaf)}"] = np.concatenate(parts, axis=0)
     return fused
 
 
@@ -184,37 +238,92 @@ def categories_from_hf(hf_config: dict | str | Path, config=None):
             f"id2label of {hf_config} (thing/stuff split unknown: all stuff)")
 
 
+# HF's backbone_config.model_type of a MaskFormer Swin ("swin" in older configs, which HF
+# reads as "maskformer-swin").
+SWIN_MODEL_TYPES = ("maskformer-swin", "swin")
+_SWIN_STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def _resnet_backbone_from_hf(bb: dict) -> BackboneConfig:
+    if bb.get("model_type") != "resnet" or bb.get("layer_type", "bottleneck") != "bottleneck":
+        raise CheckpointError(
+            f"backbone {bb.get('model_type')!r} is not supported: only ResNet bottleneck and "
+            f"Swin ({', '.join(SWIN_MODEL_TYPES)}) backbones")
+    if bb.get("downsample_in_bottleneck", False):
+        raise CheckpointError("downsample_in_bottleneck=True (stride in the 1x1) is not supported")
+    depths = list(bb.get("depths", [3, 4, 6, 3]))
+    hidden = list(bb.get("hidden_sizes", [256, 512, 1024, 2048]))
+    depth = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}.get(tuple(depths))
+    return BackboneConfig(depth=depth or 50, stage_blocks=None if depth else depths,
+                          stem_channels=bb.get("embedding_size", 64),
+                          width_per_group=hidden[0] // 4, res2_out_channels=hidden[0])
+
+
+def _swin_backbone_from_hf(bb: dict) -> BackboneConfig:
+    """`model.backbone` for an HF MaskFormerSwin config (defaults: HF's MaskFormerSwinConfig)."""
+    if bb.get("use_absolute_embeddings", False):
+        raise CheckpointError("backbone_config.use_absolute_embeddings=True is not supported "
+                              "(the original's Swin configs have APE off)")
+    if bb.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"backbone_config.hidden_act {bb['hidden_act']!r} is not supported: "
+                              "only 'gelu' (exact)")
+    if bb.get("layer_norm_eps", 1e-5) != 1e-5:
+        raise CheckpointError(f"backbone_config.layer_norm_eps {bb['layer_norm_eps']} is not "
+                              "supported: only 1e-5 (PyTorch's default, the original's)")
+    out_features = bb.get("out_features")
+    if bb.get("model_type") == "maskformer-swin" and out_features not in (None, _SWIN_STAGES):
+        raise CheckpointError(f"backbone_config.out_features {out_features}: MaskFormer needs "
+                              f"all of {_SWIN_STAGES}")
+    sizes = {}
+    for key, default in (("patch_size", 4), ("window_size", 7)):
+        value = bb.get(key, default)
+        if isinstance(value, list | tuple):
+            if len(set(value)) != 1:
+                raise CheckpointError(f"backbone_config.{key} {value}: only square sizes")
+            value = value[0]
+        sizes[key] = int(value)
+    return BackboneConfig(type="swin", swin=SwinConfig(
+        embed_dim=int(bb.get("embed_dim", 96)),
+        depths=list(bb.get("depths", [2, 2, 6, 2])),
+        num_heads=list(bb.get("num_heads", [3, 6, 12, 24])),
+        mlp_ratio=float(bb.get("mlp_ratio", 4.0)),
+        qkv_bias=bool(bb.get("qkv_bias", True)),
+        drop_path_rate=float(bb.get("drop_path_rate", 0.1)),
+        **sizes))
+
+
 def model_config_from_hf(hf_config: dict | str | Path) -> ModelConfig:
-    """The ModelConfig for an HF MaskFormer `config.json` (ResNet backbones only)."""
+    """The ModelConfig for an HF MaskFormer `config.json` (ResNet bottleneck or Swin backbone)."""
     hf_config = read_hf_config(hf_config)
     if hf_config.get("model_type") != "maskformer":
         raise CheckpointError(f"not a MaskFormer config (model_type={hf_config.get('model_type')!r})")
     bb = hf_config.get("backbone_config") or {}
-    if bb.get("model_type") != "resnet" or bb.get("layer_type", "bottleneck") != "bottleneck":
-        raise CheckpointError(
-            f"backbone {bb.get('model_type')!r} is not supported: only ResNet bottleneck backbones")
-    if bb.get("downsample_in_bottleneck", False):
-        raise CheckpointError("downsample_in_bottleneck=True (stride in the 1x1) is not supported")
     decoder = hf_config.get("decoder_config") or {}
-    depths = list(bb.get("depths", [3, 4, 6, 3]))
-    hidden = list(bb.get("hidden_sizes", [256, 512, 1024, 2048]))
+    hidden_dim = decoder.get("d_model", 256)
+    if bb.get("model_type") in SWIN_MODEL_TYPES:
+        backbone = _swin_backbone_from_hf(bb)
+        # The original's Swin configs set ENFORCE_INPUT_PROJ; HF projects res5 only where its
+        # width differs from d_model, so the projection is enforced exactly there (which is
+        # every released Swin model).
+        enforce_input_proj = backbone.swin.stage_channels()[-1] != hidden_dim
+    else:
+        backbone = _resnet_backbone_from_hf(bb)
+        enforce_input_proj = False
     num_labels = hf_config.get("num_labels") or len(hf_config.get("id2label", {}))
-    depth = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}.get(tuple(depths))
     return ModelConfig(
-        backbone=BackboneConfig(depth=depth or 50, stage_blocks=None if depth else depths,
-                                stem_channels=bb.get("embedding_size", 64),
-                                width_per_group=hidden[0] // 4, res2_out_channels=hidden[0]),
+        backbone=backbone,
         num_classes=int(num_labels),
         pixel_decoder="fpn",
         conv_dim=hf_config.get("fpn_feature_size", 256),
         mask_dim=hf_config.get("mask_feature_size", 256),
         # HF sizes its query embedding from the decoder config, not the top-level field.
         num_queries=decoder.get("num_queries", hf_config.get("num_queries", 100)),
-        hidden_dim=decoder.get("d_model", 256),
+        hidden_dim=hidden_dim,
         num_heads=decoder.get("decoder_attention_heads", 8),
         dim_feedforward=decoder.get("decoder_ffn_dim", 2048),
         dec_layers=decoder.get("decoder_layers", 6),
         dropout=decoder.get("dropout", 0.1),
+        enforce_input_proj=enforce_input_proj,
         # HF pads in its image processor, not in the model: the converted model does the same
         # arithmetic as HF's model. Experiments set size_divisibility where they need it.
         size_divisibility=0,

@@ -11,6 +11,7 @@ from maskformer.modeling.backbone import ResNet
 from maskformer.modeling.layers import Conv2d
 from maskformer.modeling.pixel_decoder import FPNDecoder, TransformerEncoderDecoder, flatten_hw
 from maskformer.modeling.position_encoding import sine_position_encoding
+from maskformer.modeling.swin import build_swin
 from maskformer.modeling.transformer import DecoderLayer, EncoderLayer
 
 
@@ -107,7 +108,10 @@ class MaskFormer(keras.Model):
             config = from_dict(ModelConfig, config)
         config.validate()
         self.config = config
-        self.backbone = ResNet(config.backbone, name="backbone")
+        if config.backbone.type == "swin":
+            self.backbone = build_swin(config.backbone.swin, name="backbone")
+        else:
+            self.backbone = ResNet(config.backbone, name="backbone")
         if config.pixel_decoder == "fpn":
             self.pixel_decoder = FPNDecoder(config.conv_dim, config.mask_dim, name="pixel_decoder")
         else:
@@ -134,7 +138,8 @@ class MaskFormer(keras.Model):
 
     def call(self, images, training=None):
         x = self.normalize(ops.cast(images, self.compute_dtype))
-        features = self.backbone(x)
+        # Explicitly: stateless_call (JAX training) does not pass it on to nested layers.
+        features = self.backbone(x, training=training)
         decoded = self.pixel_decoder(features, training=training)
         source = self.config.predictor_input()
         memory_source = (decoded["transformer_encoder_features"]

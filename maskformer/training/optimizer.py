@@ -14,8 +14,9 @@ from maskformer.config import TrainConfig
 from maskformer.training.distribute import ClipAfterAllReduce
 
 # Variables whose name is one of these get no weight decay: the scales and shifts of every
-# LayerNorm / GroupNorm, and the learned query embedding.
-NO_DECAY_NAMES = ("gamma", "beta", "query_embed")
+# LayerNorm / GroupNorm, the learned query embedding, and Swin's relative position bias tables
+# (the original's optimizer exempts them by name).
+NO_DECAY_NAMES = ("gamma", "beta", "query_embed", "relative_position_bias_table")
 
 
 @keras.saving.register_keras_serializable("maskformer")

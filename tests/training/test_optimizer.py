@@ -74,3 +74,22 @@ def test_schedules():
 def test_clipping_is_global_norm():
     optimizer = build_optimizer(TrainConfig(clip_norm=0.01))
     assert optimizer.global_clipnorm == 0.01 and optimizer.clipnorm is None
+
+
+def test_swin_bias_tables_and_norms_get_no_weight_decay():
+    """As the original's optimizer: Swin's relative position bias tables and every norm's scale
+    and shift are not decayed; kernels are."""
+    from maskformer.config import SwinConfig
+    from maskformer.modeling.swin import build_swin
+
+    swin = build_swin(SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
+                                 window_size=2))
+    swin(np.zeros((1, 32, 32, 3), np.float32))
+    optimizer = build_optimizer(TrainConfig(weight_decay=0.05))
+    decayed = {v.path for v in swin.trainable_variables if optimizer.decays(v)}
+    tables = [v.path for v in swin.trainable_variables if "relative_position_bias_table" in v.path]
+    norms = [v.path for v in swin.trainable_variables if v.name in ("gamma", "beta")]
+    kernels = [v.path for v in swin.trainable_variables if v.name == "kernel"]
+    assert len(tables) == 4 and norms and kernels
+    assert not decayed & set(tables + norms)
+    assert set(kernels) <= decayed
