@@ -173,6 +173,16 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     detectron2 pickles wrap the weights as {"model": {...}, ...}; PyTorch training checkpoints
     often as {"model": ...} or {"state_dict": ...}; both are unwrapped.
     """
+    return load_checkpoint(path)[0]
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """`load_state_dict`, and the string entries beside a wrapped state dict (detectron2's
+    converters write `{"model": ..., "__author__": "torchvision", "matching_heuristics": True}`).
+
+    Returns:
+        ({name: array}, {key: value as text}) - the second empty for an unwrapped file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -188,9 +198,12 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         data = load_torch_zip(path)
     else:
         data = load_pickle(path)
+    metadata: dict[str, str] = {}
     if isinstance(data, dict):
         for key in ("model", "state_dict"):
             if key in data and isinstance(data[key], dict):
+                metadata = {str(k): str(v) for k, v in data.items()
+                            if k != key and isinstance(v, str | bool | int | float)}
                 data = data[key]
                 break
     if not isinstance(data, dict):
@@ -200,4 +213,4 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         if not isinstance(value, np.ndarray | np.generic):
             raise CheckpointError(f"{path}: entry {name!r} is a {type(value).__name__}, not an array")
         out[str(name)] = np.asarray(value)
-    return out
+    return out, metadata

@@ -316,10 +316,24 @@ def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
     return trainer
 
 
+def init_from_checkpoint(network: MaskFormer, config: ExperimentConfig) -> None:
+    """Sets the parts `train.init_checkpoint_modules` of a fresh network from
+    `train.init_checkpoint` and prints what was loaded and what kept its initialisation."""
+    from maskformer.conversion.pretrained import load_init_checkpoint
+
+    report = load_init_checkpoint(network, config.train.init_checkpoint,
+                                  config.train.init_checkpoint_modules)
+    for line in report.lines():
+        print(f"init_checkpoint: {line}")
+
+
 def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = None,
           steps_per_epoch: int | None = None, verbose: int = 1, callbacks=(),
           strategy=None) -> dict:
     """Trains `config` into `model_dir`, resuming from its latest checkpoint.
+
+    A run that does not resume starts from `train.init_checkpoint` when one is set (its parts
+    `train.init_checkpoint_modules`; `maskformer.conversion.pretrained`); a resumed run ignores it.
 
     Args:
         verbose: 0 prints nothing while training; 1 a progress line (`TrainingProgress`:
@@ -333,6 +347,7 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     """
     from maskformer.data.pipeline import build_dataset
 
+    config.check_input_pipeline()
     model_dir = Path(model_dir)
     # Under MultiWorkerMirroredStrategy every worker trains, but only the chief writes the model
     # dir (config, checkpoints, logs, final weights); all of them resume from it.
@@ -355,6 +370,11 @@ def train(config: ExperimentConfig, model_dir: str | Path, steps: int | None = N
     if found:
         start = restore_checkpoint(trainer, found[-1][1])
         print(f"resumed from {found[-1][1]} at step {start}")
+        if config.train.init_checkpoint:
+            print(f"init_checkpoint: {config.train.init_checkpoint} not loaded: the run "
+                  "resumes from its own checkpoint")
+    elif config.train.init_checkpoint:
+        init_from_checkpoint(trainer.network, config)
     if start >= total:
         return {"history": [], "step": start, "trainer": trainer}
 
