@@ -22,6 +22,7 @@ from maskformer.conversion.io import convert_checkpoint, max_relative_difference
 from maskformer.conversion.safe_pickle import CheckpointError
 from maskformer.modeling.maskformer import build_model
 from maskformer.modeling.swin import build_swin
+from tests.conversion.test_huggingface import hf_forward
 from tests.conversion.torch_utils import randomize_
 from tests.modeling.test_swin import STAGES, run
 
@@ -31,8 +32,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Where MaskFormerForInstanceSegmentation keeps its backbone.
 ENCODER = "model.pixel_level_module.encoder."
-MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-STD = np.array([58.395, 57.12, 57.375], np.float32)
 
 
 def hf_swin_config(embed_dim=16, window_size=7, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)):
@@ -143,13 +142,6 @@ def hf_maskformer(embed_dim, d_model, seed=0):
     model = MaskFormerForInstanceSegmentation(config).eval()
     randomize_swin_(model, seed)
     return model
-
-
-def hf_forward(model, images):
-    pixel_values = torch.from_numpy(((images - MEAN) / STD).transpose(0, 3, 1, 2).copy())
-    with torch.no_grad():
-        out = model(pixel_values=pixel_values)
-    return out.class_queries_logits.numpy(), out.masks_queries_logits.numpy()
 
 
 # res5 of embed_dim 16 has 128 channels, projected to d_model 32; embed_dim 8 gives 64 = d_model,
