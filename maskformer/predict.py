@@ -86,8 +86,8 @@ def predict_files(model, config, files: Sequence[str | Path], out_dir: str | Pat
                   predictor: Predictor | None = None) -> PredictResult:
     """Segments image files with `Predictor` (the experiment's test-time pipeline) and writes,
     for each image NAME: NAME_panoptic.png/.json, NAME_semantic.png, NAME_instances.json
-    (when eval.instance) and NAME_overlay.png, in `out_dir` (in its sub-folders for names
-    with folders).
+    (when eval.instance) and NAME_overlay.png (of the panoptic map, or of the semantic map for
+    a semantic model), in `out_dir` (in its sub-folders for names with folders).
 
     Each file is read with `maskformer.images.read_image`. A file that cannot be read is
     reported on stderr ("skipped PATH: cannot read the image: REASON"), left out and counted
@@ -175,6 +175,13 @@ def write_prediction(prediction: ImagePrediction, image: np.ndarray, categories,
     if prediction.semantic_map is not None:
         dtype = np.uint8 if len(categories) < 256 else np.uint16
         Image.fromarray(prediction.semantic_map.astype(dtype)).save(f"{stem}_semantic.png")
+        if prediction.panoptic_map is None:
+            # A semantic model's picture: each class present is one segment (id = class + 1).
+            present = np.unique(prediction.semantic_map)
+            segments = [{"id": int(k) + 1, "category_id": int(k),
+                         "isthing": int(categories[int(k)].get("isthing", 0))} for k in present]
+            overlay(image, prediction.semantic_map.astype(np.int64) + 1, segments,
+                    categories).save(f"{stem}_overlay.png")
     if prediction.instances is not None:
         _write_instances(prediction.instances, categories, file_name, f"{stem}_instances.json")
 

@@ -159,3 +159,26 @@ def test_names_keep_the_path_below_their_root(tmp_path):
     roots = [other / "single.png", root / "a" / ".."]
     assert _names(files, roots) == ["a/x", "b/x", "y", "single", "a/y"]
     assert _names(files) == ["x.png", "x.png-2", "y.png", "single", "y.jpg"]
+
+
+def test_a_semantic_model_gets_an_overlay_of_its_classes(tmp_path):
+    """Without panoptic output (the semantic models of the zoo), the overlay shows the semantic
+    map: each class present is one named segment, nothing is void."""
+    from maskformer.inference import ImagePrediction
+    from maskformer.predict import write_prediction
+    from maskformer.visualize import overlay
+
+    image = np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)
+    prediction = ImagePrediction((30, 40))
+    prediction.semantic_map = np.zeros((30, 40), np.int32)
+    prediction.semantic_map[:, 25:] = 5
+    write_prediction(prediction, image, CATEGORIES, "a.png", tmp_path / "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_overlay.png", "a_semantic.png"]
+    written = np.asarray(Image.open(tmp_path / "a_overlay.png"))
+    segments = [{"id": 1, "category_id": 0, "isthing": 1}, {"id": 6, "category_id": 5,
+                                                            "isthing": 0}]
+    expected = np.asarray(overlay(image, prediction.semantic_map + 1, segments, CATEGORIES))
+    np.testing.assert_array_equal(written, expected)
+    # Not darkened as void would be: the blend keeps more than the void brightness.
+    void = np.asarray(overlay(image, np.zeros((30, 40), np.int64), [], CATEGORIES))
+    assert np.abs(written.astype(int) - void.astype(int)).mean() > 10
