@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,18 @@ CONFIG_NAME = "config.yaml"
 CATEGORIES_NAME = "categories.json"
 WEIGHTS_NAME = "model.weights.npz"
 LEGACY_WEIGHTS_NAME = "model.weights.h5"  # Keras' format, read only
+_CKPT = re.compile(r"ckpt-(\d+)\.npz$")
+
+
+def checkpoint_paths(model_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete training checkpoints in `model_dir` (checkpoints/ckpt-STEP.npz), oldest first,
+    as (step, path)."""
+    found = []
+    for path in (Path(model_dir) / "checkpoints").glob("ckpt-*.npz"):
+        match = _CKPT.search(path.name)
+        if match:
+            found.append((int(match[1]), path))
+    return sorted(found)
 NETWORK = "network/"  # the key prefix of the network's variables
 
 

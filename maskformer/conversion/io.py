@@ -25,13 +25,26 @@ def checkpoint_file(source: str, checkpoint: str | Path) -> Path:
         return checkpoint
     if source != "hf":
         raise CheckpointError(f"{checkpoint}: is a folder; give the checkpoint file (.pkl, .pth)")
+    found = hf_weights_file(checkpoint)
+    if found is None:
+        raise CheckpointError(f"{checkpoint}: no {' or '.join(HF_WEIGHT_FILES)} in this folder")
+    return found
+
+
+def hf_weights_file(folder: Path) -> Path | None:
+    """The weights file `save_pretrained` writes in `folder` (model.safetensors, else
+    pytorch_model.bin), or None.
+
+    Raises:
+        CheckpointError: for a sharded checkpoint (an *.index.json beside the shards).
+    """
     for name in HF_WEIGHT_FILES:
-        if (checkpoint / name).is_file():
-            return checkpoint / name
-    if any(checkpoint.glob("*.index.json")):
-        raise CheckpointError(f"{checkpoint}: sharded checkpoints are not supported; save the "
+        if (folder / name).is_file():
+            return folder / name
+    if any(folder.glob("*.index.json")):
+        raise CheckpointError(f"{folder}: sharded checkpoints are not supported; save the "
                               "model unsharded (save_pretrained(..., max_shard_size='10GB'))")
-    raise CheckpointError(f"{checkpoint}: no {' or '.join(HF_WEIGHT_FILES)} in this folder")
+    return None
 
 
 def convert_checkpoint(source: str, checkpoint: str | Path, config: ExperimentConfig | None,

@@ -49,8 +49,6 @@ PARTS = ("backbone", "pixel_decoder", "predictor")
 _NAMESPACES = (("backbone.", "backbone"), ("sem_seg_head.pixel_decoder.", "pixel_decoder"),
                ("sem_seg_head.predictor.", "predictor"))
 _CLASS_HEAD = "sem_seg_head.predictor.class_embed."
-# Weights files a folder may hold, most specific first (Hugging Face's `save_pretrained`).
-_HF_FILES = ("model.safetensors", "pytorch_model.bin")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".pkl", ".npz")
 
 # File entries that are not weights of any model here, whatever the format.
@@ -372,12 +370,11 @@ def resolve_source(path: str | Path) -> Path:
         raise CheckpointError(f"{path}: train.init_checkpoint: no such file or folder")
     if not path.is_dir() or _is_model_dir(path):
         return path
-    for name in _HF_FILES:
-        if (path / name).is_file():
-            return path / name
-    if any(path.glob("*.index.json")):
-        raise CheckpointError(f"{path}: sharded checkpoints are not supported; save the model "
-                              "unsharded (save_pretrained(..., max_shard_size='10GB'))")
+    from maskformer.conversion.io import hf_weights_file
+
+    hf_file = hf_weights_file(path)
+    if hf_file is not None:
+        return hf_file
     found = sorted(p.name for p in path.iterdir()
                    if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES)
     if len(found) == 1:
@@ -389,15 +386,6 @@ def resolve_source(path: str | Path) -> Path:
                           f"weights file ({', '.join(_WEIGHT_SUFFIXES)}) here")
 
 
-def _latest_checkpoint(directory: Path) -> Path | None:
-    found = []
-    for path in (directory / "checkpoints").glob("ckpt-*.npz"):
-        match = re.fullmatch(r"ckpt-(\d+)\.npz", path.name)
-        if match:
-            found.append((int(match[1]), path))
-    return max(found)[1] if found else None
-
-
 def read_model_arrays(path: Path) -> tuple[dict[str, np.ndarray], str]:
     """A model directory's (or `.npz` weights file's) network arrays, by variable key, and
     which file they come from: model.weights.npz, else the latest training checkpoint, else
@@ -406,6 +394,7 @@ def read_model_arrays(path: Path) -> tuple[dict[str, np.ndarray], str]:
         LEGACY_WEIGHTS_NAME,
         NETWORK,
         WEIGHTS_NAME,
+        checkpoint_paths,
         load_model,
         network_arrays,
         read_arrays,
@@ -414,7 +403,8 @@ def read_model_arrays(path: Path) -> tuple[dict[str, np.ndarray], str]:
     if path.is_dir():
         file = path / WEIGHTS_NAME
         if not file.is_file():
-            file = _latest_checkpoint(path)
+            checkpoints = checkpoint_paths(path)
+            file = checkpoints[-1][1] if checkpoints else None
         if file is None:
             if not (path / LEGACY_WEIGHTS_NAME).is_file():
                 raise CheckpointError(f"{path}: a model directory without weights (no "

@@ -4,11 +4,8 @@ the optimizer recipe, distribution strategies and checkpoints."""
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import math
-import os
-import re
 from pathlib import Path
 
 import keras
@@ -18,6 +15,7 @@ from maskformer.config import ExperimentConfig, save_yaml
 from maskformer.errors import CheckpointError
 from maskformer.model_dir import (
     assign_by_name,
+    checkpoint_paths,
     network_arrays,
     network_variables,
     read_arrays,
@@ -137,19 +135,8 @@ class MaskFormerTrainer(distribute.FirstReplicaBuild, keras.Model):
 # Checkpoints: every variable of the network and the optimizer, written atomically.
 # ---------------------------------------------------------------------------------------------
 
-_CKPT = re.compile(r"ckpt-(\d+)\.npz$")
 OPTIMIZER = "optimizer/"  # the optimizer's own variables and its slots, by model variable
 LOSS_SCALE = "loss_scale/"  # the dynamic loss scale's variables (float16)
-
-
-def checkpoint_paths(model_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in `model_dir`, oldest first, as (step, path)."""
-    found = []
-    for path in glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.npz")):
-        match = _CKPT.search(path)
-        if match:
-            found.append((int(match[1]), Path(path)))
-    return sorted(found)
 
 
 def optimizer_keys(optimizer, network) -> dict[str, keras.Variable]:
