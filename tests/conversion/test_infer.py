@@ -6,7 +6,7 @@ import pytest
 from maskformer.conversion import infer
 from maskformer.conversion.detectron2 import normalize_names
 from maskformer.errors import CheckpointError
-from maskformer.experiments import get_experiment
+from maskformer.experiments import ZOO, get_experiment
 from tests.modeling.test_official import FILES, config_from_reference, load_reference, to_old_names
 
 
@@ -28,23 +28,18 @@ def _fake_state(model_config):
     Keras model's own weight map (the layouts inverted), to test the round trip."""
     from maskformer.conversion.detectron2 import weight_map
     from maskformer.modeling.maskformer import build_model
+    from tests.conversion.test_zoo_conversion import _source_shape
 
     model = build_model(model_config)
     model(np.zeros((1, 64, 64, 3), np.float32))
-    state = {}
-    for target in weight_map(model):
-        shape = tuple(target.variable.shape)
-        name = target.sources[0]
-        if name.endswith("in_proj_weight"):
-            shape = (3 * shape[1], shape[0])
-        elif name.endswith("in_proj_bias"):
-            shape = (3 * shape[0],)
-        elif len(shape) == 4:
-            shape = (shape[3], shape[2], shape[0], shape[1])
-        elif len(shape) == 2 and not name.endswith("query_embed.weight"):
-            shape = shape[::-1]
-        state[name] = np.zeros(shape, np.float32)
-    return state
+    return {t.sources[0]: np.zeros(_source_shape(t), np.float32) for t in weight_map(model)}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_released_model_is_recognised_from_its_signature(name):
+    """Each released model's architecture names it alone (the full-size round trip through a
+    checkpoint is tests/conversion/test_zoo_conversion.py, one model per backbone)."""
+    assert infer.infer_experiment(infer.config_signature(get_experiment(name).model)) == name
 
 
 @pytest.mark.parametrize("experiment", ["maskformer_smoke", "maskformer_smoke_fpn"])

@@ -12,7 +12,10 @@ is built once and
   this experiment.
 
 The tensors are zeros: values are the parity tests' concern (tests/modeling, tests/conversion).
-Full-size models take seconds each to build: slow.
+Full-size models take seconds each to build: slow. One model per backbone (R50, R101, R101c and
+the four Swin sizes, windows 7 and 12), spread over the datasets, with and without a Hugging Face
+copy; the other experiments differ from these only in the class count and settings that
+`tests/conversion/test_infer.py` covers at small size.
 """
 
 import numpy as np
@@ -81,7 +84,19 @@ def _hf_config(name):
     return MaskFormerConfig(backbone_config=backbone, num_labels=config.model.num_classes)
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
+# One per backbone: every layout the converters know, the class counts of four datasets.
+CHECKED = ["maskformer_ade20k_semantic_r50", "maskformer_cityscapes_semantic_r101",
+           "maskformer_coco_stuff_semantic_r101c", "maskformer_coco_panoptic_swin_tiny",
+           "maskformer_ade20k_semantic_swin_small", "maskformer_coco_panoptic_swin_base",
+           "maskformer_ade20k_semantic_swin_large"]
+
+
+def test_checked_models_cover_every_backbone():
+    assert sorted({ZOO[name].backbone for name in CHECKED}) == sorted(
+        {entry.backbone for entry in ZOO.values()})
+
+
+@pytest.mark.parametrize("name", CHECKED)
 def test_released_model_converts_strictly(name):
     model = build_model(get_experiment(name).model, image_size=(64, 64))
     if name in PUBLISHED_MILLIONS:
