@@ -35,11 +35,37 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from maskformer.resize import _source_taps, bilinear_weights
+from maskformer.resize import _source_taps, bilinear_weights, bilinear_weights_tensor
 
 # Size (in values) of the largest tensor one band of output rows creates: 2**24 float32 values
 # are 64 MiB. The rows per band follow from it and the batch, width and query or class count.
 BAND_VALUES = 2**24
+
+
+def _static(value):
+    """`value` as a Python int where it is known when tracing, else as an int32 tensor.
+
+    Post-processing is shape-static everywhere it can be (JAX, XLA, fixed-size export); on the
+    TensorFlow backend the canvas, input and mask-grid sizes may also be tensors (a SavedModel
+    signature for images of any size), and the same code builds a graph for them.
+    """
+    if value is None:
+        raise ValueError("a size unknown when tracing needs a tensor, not None")
+    try:
+        return int(value)
+    except TypeError:
+        return ops.cast(value, "int32")
+
+
+def _is_static(*values) -> bool:
+    return all(isinstance(v, int) for v in values)
+
+
+def _taps(low, padded):
+    """`bilinear_weights` as tensors, computed on the host when both sizes are known."""
+    if _is_static(low, padded):
+        return tuple(ops.convert_to_tensor(a) for a in bilinear_weights(low, padded))
+    return bilinear_weights_tensor(low, padded)
 
 
 def _pixel_validity(output_sizes, shape: Sequence[int]):
@@ -94,9 +120,28 @@ def _panoptic_queries(pred_logits, object_mask_threshold: float):
     num_classes = ops.shape(pred_logits)[2] - 1
     probs = ops.softmax(ops.cast(pred_logits, "float32"), axis=-1)  # [B, Q, K+1]
     scores = ops.max(probs, axis=-1)  # [B, Q]
-    labels = ops.cast(ops.argmax(probs, axis=-1), "int32")  # first index wins ties
+    labels = _argmax(probs, axis=-1)  # first index wins ties
     keep = ops.logical_and(labels != num_classes, scores > object_mask_threshold)  # [B, Q]
     return scores, labels, keep
+
+
+def _argmax(x, axis: int):
+    """int32 index of the first maximum along `axis` of a float tensor without NaN or -0.0.
+
+    `ops.argmax`'s answer for such tensors, but found as the first position equal to the
+    maximum: on TensorFlow, `ops.argmax` of floats tells -0.0 from 0.0 with bit operations that
+    LiteRT lacks (the post-processing's scores are never -0.0).
+    """
+    is_max = ops.cast(x == ops.max(x, axis=axis, keepdims=True), "int32")
+    return ops.cast(ops.argmax(is_max, axis=axis), "int32")
+
+
+def _all(*conditions):
+    """Logical and of boolean tensors (`&` becomes a bitwise op, which LiteRT lacks)."""
+    result = conditions[0]
+    for condition in conditions[1:]:
+        result = ops.logical_and(result, condition)
+    return result
 
 
 def _panoptic_segments(labels, keep, area, original_area, isthing, overlap_threshold: float):
@@ -112,21 +157,21 @@ def _panoptic_segments(labels, keep, area, original_area, isthing, overlap_thres
     num_queries = ops.shape(labels)[1]
     num_classes = isthing.shape[0]
     ratio = ops.cast(area, "float32") / ops.cast(ops.maximum(original_area, 1), "float32")
-    accepted = keep & (area > 0) & (original_area > 0) & (ratio >= overlap_threshold)  # [B, Q]
+    accepted = _all(keep, area > 0, original_area > 0, ratio >= overlap_threshold)  # [B, Q]
 
     query_range = ops.arange(num_queries, dtype="int32")
     query_isthing = ops.take(isthing, ops.minimum(labels, num_classes - 1))  # [B, Q]
     # same[b, q, p]: accepted query p < q has the same class as query q.
     same_class = labels[:, :, None] == labels[:, None, :]  # [B, Q, Q]
     earlier = query_range[None, :] < query_range[:, None]  # [Q(q), Q(p)]
-    same_before = same_class & earlier[None] & accepted[:, None, :]
-    stuff_repeat = ops.logical_not(query_isthing) & ops.any(same_before, axis=-1)
-    opens = accepted & ops.logical_not(stuff_repeat)  # [B, Q]
+    same_before = _all(same_class, earlier[None], accepted[:, None, :])
+    stuff_repeat = _all(ops.logical_not(query_isthing), ops.any(same_before, axis=-1))
+    opens = _all(accepted, ops.logical_not(stuff_repeat))  # [B, Q]
     running = ops.cumsum(ops.cast(opens, "int32"), axis=1)  # ids of opened segments
     # A repeated stuff query reuses the id of the first accepted query of its class.
     first_same = ops.cast(ops.argmax(ops.cast(same_before, "int32"), axis=-1), "int32")  # [B, Q]
     reused_id = ops.take_along_axis(running, first_same, axis=1)
-    query_segment_id = ops.where(opens, running, ops.where(accepted & stuff_repeat, reused_id, 0))
+    query_segment_id = ops.where(opens, running, ops.where(_all(accepted, stuff_repeat), reused_id, 0))
 
     # Segment slot s (id s + 1) holds the query that opened it.
     slot_of_query = ops.where(opens, running - 1, -1)  # [B, Q]
@@ -134,7 +179,7 @@ def _panoptic_segments(labels, keep, area, original_area, isthing, overlap_thres
     return {
         "segment_category": ops.cast(
             ops.sum(ops.where(slot_hit, labels[:, :, None], 0), axis=1), "int32"),
-        "segment_isthing": ops.any(slot_hit & query_isthing[:, :, None], axis=1),
+        "segment_isthing": ops.any(_all(slot_hit, query_isthing[:, :, None]), axis=1),
         "segment_valid": ops.any(slot_hit, axis=1),
         "num_segments": ops.sum(ops.cast(opens, "int32"), axis=1),
         "query_segment_id": ops.cast(query_segment_id, "int32"),
@@ -196,7 +241,7 @@ def panoptic_inference(
     # Dropped queries get -1 (below any real probability >= 0), so the argmax over all queries
     # equals the argmax over the kept ones with the same first-index tie-breaking.
     prob_masks = ops.where(keep[:, :, None, None], prob_masks, -1.0)
-    mask_ids = ops.cast(ops.argmax(prob_masks, axis=1), "int32")  # [B, H, W]
+    mask_ids = _argmax(prob_masks, axis=1)  # [B, H, W]
 
     query_range = ops.arange(num_queries, dtype="int32")
     won = mask_ids[:, None, :, :] == query_range[None, :, None, None]  # [B, Q, H, W]
@@ -309,8 +354,9 @@ def _take_per_image(x, index):
     One plain gather of whole trailing slices (the batch folded into the gathered axis), so no
     index tensor as large as the result is formed.
     """
-    flat = ops.reshape(x, (-1, *x.shape[2:]))  # [B*N, ...]
-    offset = ops.arange(ops.shape(x)[0], dtype="int32")[:, None] * x.shape[1]  # [B, 1]
+    shape = ops.shape(x)
+    flat = ops.reshape(x, (-1, *shape[2:]))  # [B*N, ...]
+    offset = ops.arange(shape[0], dtype="int32")[:, None] * shape[1]  # [B, 1]
     return ops.take(flat, index + offset, axis=0)
 
 
@@ -355,20 +401,22 @@ def _output_taps(low: int, padded: int, valid_sizes, output_sizes, out_len: int)
     intermediate upsampled value: float32 rounding either way).
 
     Args:
-        low: mask samples along the axis (h or w); padded: the padded input's (H or W).
+        low: mask samples along the axis (h or w); padded: the padded input's (H or W); ints,
+            or tensors when the sizes are known only at run time (then padded >= low).
         valid_sizes, output_sizes: [B] int per image along the axis.
-        out_len: static length of the output canvas along the axis.
+        out_len: length of the output canvas along the axis (an int or a tensor).
 
     Returns:
         index [B, out_len, T] int32 into 0..low-1 and weight [B, out_len, T] float32, T = 3
         (4 when padded < low); weights are 0 beyond each image's output size.
     """
-    up = bilinear_weights(low, padded)  # index0, index1, weight0, weight1: [padded] each
-    j0, j1, v0, v1 = (ops.convert_to_tensor(a) for a in up)
+    j0, j1, v0, v1 = _taps(low, padded)  # index0, index1, weight0, weight1: [padded] each
     i0, i1, w0, w1 = _source_taps(valid_sizes, output_sizes, out_len)  # [B, L] each
     terms = [(ops.take(j, i), w * ops.take(v, i))
              for i, w in ((i0, w0), (i1, w1)) for j, v in ((j0, v0), (j1, v1))]
-    if np.any(np.diff(up[0]) > 1):  # shrinking: the taps are not consecutive, keep all four
+    # Shrinking (the taps not consecutive): keep all four. Sizes known only at run time come
+    # from the model's stride-4 grid, which post-processing always enlarges.
+    if _is_static(low, padded) and np.any(np.diff(bilinear_weights(low, padded)[0]) > 1):
         return (ops.stack([t[0] for t in terms], axis=-1),
                 ops.stack([t[1] for t in terms], axis=-1))
     base = terms[0][0]  # the lowest index of the four
@@ -390,8 +438,11 @@ def _join_bands(bands, height: int):
     """Band outputs [n, B, ..., rows, W] -> [B, ..., height, W] (the padding rows dropped)."""
     rank = len(bands.shape)
     x = ops.moveaxis(bands, 0, rank - 3)  # [B, ..., n, rows, W]
-    x = ops.reshape(x, (-1, *x.shape[1:rank - 3], x.shape[-3] * x.shape[-2], x.shape[-1]))
-    return x if x.shape[-2] == height else x[..., :height, :]
+    shape = ops.shape(x)
+    x = ops.reshape(x, (-1, *shape[1:rank - 3], shape[-3] * shape[-2], shape[-1]))
+    if _is_static(ops.shape(x)[-2], height) and ops.shape(x)[-2] == height:
+        return x
+    return x[..., :height, :]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +506,8 @@ class PostProcessor:
 
         Args:
             outputs: model outputs with "pred_logits" [B, Q, K+1] and "pred_masks" [B, Q, h, w].
-            input_shape: (H, W) padded input size of the batch.
+            input_shape: (H, W) padded input size of the batch. On the TensorFlow backend it
+                and `output_shape` may be scalar tensors (sizes known only at run time).
             valid_sizes: [B, 2] int (height, width) of each resized image inside the padded input.
             output_sizes: [B, 2] int original (height, width) of each image.
             output_shape: static canvas (Ho, Wo); defaults to the maximum of `output_sizes`
@@ -470,8 +522,8 @@ class PostProcessor:
         """
         if output_shape is None:
             output_shape = tuple(int(v) for v in np.max(np.asarray(output_sizes), axis=0))
-        output_shape = (int(output_shape[0]), int(output_shape[1]))
-        input_shape = (int(input_shape[0]), int(input_shape[1]))
+        output_shape = (_static(output_shape[0]), _static(output_shape[1]))
+        input_shape = (_static(input_shape[0]), _static(input_shape[1]))
         pred_logits = ops.cast(outputs["pred_logits"], "float32")
         pred_masks = ops.cast(outputs["pred_masks"], "float32")
         valid_sizes = ops.convert_to_tensor(valid_sizes, "int32")
@@ -484,14 +536,18 @@ class PostProcessor:
             results.update(self._semantic_after_inference(*args, semantic_scores))
         return results
 
-    def _rows_per_band(self, batch, width: int, channels: int, height: int) -> int:
+    def _rows_per_band(self, batch, width, channels: int, height):
         batch = batch if isinstance(batch, int) else 1
-        return int(min(max(1, self.band_values // max(1, batch * width * channels)), height))
+        if _is_static(width, height):
+            return int(min(max(1, self.band_values // max(1, batch * width * channels)), height))
+        per_row = ops.maximum(1, width * (batch * channels))
+        return ops.minimum(ops.maximum(1, self.band_values // per_row), height)
 
     def _from_output_logits(self, pred_logits, pred_masks, input_shape, valid_sizes,
                             output_sizes, output_shape, semantic_scores: bool) -> dict[str, Any]:
         """Panoptic, instance, and semantic combined after the masks' resize, in one pass."""
-        batch, num_queries, low_h, low_w = pred_masks.shape
+        batch, num_queries = pred_masks.shape[:2]
+        low_h, low_w = (_static(v) for v in ops.shape(pred_masks)[2:])
         num_classes = pred_logits.shape[-1] - 1
         out_h, out_w = output_shape
         semantic = self.semantic and self.semantic_before_inference
@@ -528,7 +584,7 @@ class PostProcessor:
             out = {}
             if self.panoptic:
                 prob = ops.where(keep[:, None, None, :], scores[:, None, None, :] * masks, -1.0)
-                ids = ops.cast(ops.argmax(prob, axis=-1), "int32")  # [B, Wo, r]
+                ids = _argmax(prob, axis=-1)  # [B, Wo, r]
                 won = ops.logical_and(ids[..., None] == query_range, valid[..., None])
                 own = ops.logical_and(masks >= 0.5, valid[..., None])
                 out["mask_ids"] = ops.transpose(ids, (0, 2, 1))  # [B, r, Wo]
@@ -537,7 +593,7 @@ class PostProcessor:
             if semantic:
                 sem = ops.einsum("bxrq,bqk->bxrk", masks, class_probs)  # [B, Wo, r, K]
                 out["sem_labels"] = ops.transpose(
-                    ops.cast(ops.argmax(sem, axis=-1), "int32"), (0, 2, 1))  # [B, r, Wo]
+                    _argmax(sem, axis=-1), (0, 2, 1))  # [B, r, Wo]
                 if semantic_scores:
                     out["sem_scores"] = ops.transpose(sem, (0, 3, 2, 1))  # [B, K, r, Wo]
             if self.instance:
@@ -588,16 +644,17 @@ class PostProcessor:
         the class combination of the sigmoid of two upsampled mask rows. A band computes its
         2 x rows padded-input rows, combines them, and resamples the width last.
         """
-        batch, num_queries, low_h, low_w = pred_masks.shape
+        batch, num_queries = pred_masks.shape[:2]
+        low_h, low_w = (_static(v) for v in ops.shape(pred_masks)[2:])
         num_classes = pred_logits.shape[-1] - 1
         in_h, in_w = input_shape
         out_h, out_w = output_shape
-        rows = self._rows_per_band(batch, max(in_w, out_w), 2 * max(num_queries, num_classes),
-                                   out_h)
+        width = max(in_w, out_w) if _is_static(in_w, out_w) else ops.maximum(in_w, out_w)
+        rows = self._rows_per_band(batch, width, 2 * max(num_queries, num_classes), out_h)
         num_bands = -(-out_h // rows)
         crop_index, crop_weight = _crop_taps(valid_sizes[:, 0], output_sizes[:, 0],
                                              num_bands * rows)  # [B, n * rows, 2]
-        j0, j1, v0, v1 = (ops.convert_to_tensor(a) for a in bilinear_weights(low_h, in_h))
+        j0, j1, v0, v1 = _taps(low_h, in_h)
 
         def upsample_taps(rows_read):  # the mask rows of padded-input rows [B, L] -> [B, L, 2]
             return (ops.stack([ops.take(j0, rows_read), ops.take(j1, rows_read)], axis=-1),
@@ -609,8 +666,7 @@ class PostProcessor:
             ops.concatenate([_split_bands(first[i], num_bands, rows),
                              _split_bands(second[i], num_bands, rows)], axis=2)
             for i in range(2))  # [n, B, 2 rows, 2]
-        jx0, jx1, vx0, vx1 = bilinear_weights(low_w, in_w)  # the width: one rule for the batch
-        vx0, vx1 = ops.convert_to_tensor(vx0), ops.convert_to_tensor(vx1)
+        jx0, jx1, vx0, vx1 = _taps(low_w, in_w)  # the width: one rule for the batch
         index_x, weight_x = _crop_taps(valid_sizes[:, 1], output_sizes[:, 1], out_w)
         masks_by_row = ops.transpose(pred_masks, (0, 2, 1, 3))  # [B, h, Q, w]
         class_probs = _class_probs(pred_logits)  # [B, Q, K]
@@ -623,7 +679,7 @@ class PostProcessor:
             sem = (sem[:, :, :rows] * crop_w[:, None, :, 0, None]
                    + sem[:, :, rows:] * crop_w[:, None, :, 1, None])  # [B, W, r, K]
             sem = _resample(sem, index_x, weight_x)  # [B, Wo, r, K]
-            out = {"sem_labels": ops.transpose(ops.cast(ops.argmax(sem, axis=-1), "int32"),
+            out = {"sem_labels": ops.transpose(_argmax(sem, axis=-1),
                                                (0, 2, 1))}  # [B, r, Wo]
             if semantic_scores:
                 out["sem_scores"] = ops.transpose(sem, (0, 3, 2, 1))  # [B, K, r, Wo]

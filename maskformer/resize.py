@@ -91,6 +91,23 @@ def bilinear_weights(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
     return index0.astype(np.int32), index1.astype(np.int32), weight0, weight1
 
 
+def bilinear_weights_tensor(in_size, out_size):
+    """`bilinear_weights` for sizes known only when the graph runs (tensors), in `keras.ops`.
+
+    The same float32 scale and float64 source coordinate, so the taps are bit-identical to
+    `bilinear_weights`'s (tests/test_resize.py). Needs float64: the TensorFlow backend (JAX
+    always has static sizes, and takes `bilinear_weights`).
+    """
+    in_size = ops.cast(in_size, "int32")
+    scale = ops.cast(ops.cast(in_size, "float32") / ops.cast(out_size, "float32"), "float64")
+    dst = ops.cast(ops.arange(out_size, dtype="int32"), "float64")
+    src = ops.maximum(ops.cast(scale * (dst + 0.5) - 0.5, "float32"), 0.0)
+    index0 = ops.cast(src, "int32")  # truncation: src >= 0
+    weight1 = ops.clip(src - ops.cast(index0, "float32"), 0.0, 1.0)
+    index1 = index0 + ops.cast(index0 < in_size - 1, "int32")
+    return index0, index1, 1.0 - weight1, weight1
+
+
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
     """PyTorch's bilinear taps along one axis as an [out_size, in_size] float32 matrix (two
     non-zero weights per row): out = matrix @ x."""

@@ -1,6 +1,7 @@
 """PyTorch's F.interpolate rules (nearest legacy, bilinear half-pixel) on both backends: the
 resizes of model, objective and post-processing."""
 
+import keras
 import numpy as np
 import pytest
 import torch
@@ -88,3 +89,17 @@ def test_upsample_bilinear_is_within_coordinate_rounding_of_pytorch(in_hw, out_h
     scale = np.abs(ref).max()
     assert np.abs(to_numpy(upsample_bilinear(x, out_hw)) - ref).max() / scale < bound
     assert np.abs(to_numpy(bilinear_resize(x, out_hw)) - ref).max() / scale < 3e-7
+
+
+def test_tensor_taps_are_the_host_taps():
+    """`bilinear_weights_tensor` (sizes known at run time) is bit-identical to the NumPy taps,
+    at the stride-4 ratios post-processing uses and at odd ones."""
+    from maskformer.resize import bilinear_weights, bilinear_weights_tensor
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("needs float64 tensors: the TensorFlow backend's path")
+    for in_size, out_size in [(9, 35), (13, 50), (1, 4), (200, 800), (17, 68), (304, 1216),
+                              (7, 5), (333, 1000)]:
+        for got, want in zip(bilinear_weights_tensor(in_size, out_size),
+                             bilinear_weights(in_size, out_size), strict=True):
+            np.testing.assert_array_equal(to_numpy(got), want, err_msg=f"{in_size}->{out_size}")

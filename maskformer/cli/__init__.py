@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 
-from maskformer.cli import convert, data, run
+from maskformer.cli import convert, data, export, run
 from maskformer.cli.common import HelpFormatter
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     convert.add_subcommands(sub)
     data.add_subcommands(sub)
+    export.add_subcommands(sub)
     run.add_subcommands(sub)
     return parser
 

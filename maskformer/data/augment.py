@@ -65,15 +65,21 @@ def resize(image, segment_map, new_h, new_w):
     half-pixel bilinear when enlarging; `tf.image.resize(antialias=True)` does the same but is
     several times slower, so it is used only when an axis shrinks.
     """
+    size = tf.stack([new_h, new_w])
+    segment_map = tf.image.resize(segment_map[..., None], size, method="nearest")[..., 0]
+    return resize_image(image, new_h, new_w), segment_map
+
+
+def resize_image(image, new_h, new_w):
+    """The image part of `resize`: [..., H, W, 3] (one image or a batch) -> float32 [..., new_h,
+    new_w, 3], bilinear, antialiased when an axis shrinks, rounded to integers 0..255."""
     image = tf.cast(image, tf.float32)
     size = tf.stack([new_h, new_w])
-    shrinks = tf.reduce_any(size < tf.shape(image)[:2])
+    shrinks = tf.reduce_any(size < tf.shape(image)[-3:-1])
     image = tf.cond(shrinks,
                     lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
                     lambda: tf.image.resize(image, size, method="bilinear"))
-    image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
-    segment_map = tf.image.resize(segment_map[..., None], size, method="nearest")[..., 0]
-    return image, segment_map
+    return tf.clip_by_value(tf.round(image), 0.0, 255.0)
 
 
 def resize_shortest_edge(image, segment_map, seed, k: int, short_edges: Sequence[int],
