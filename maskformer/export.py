@@ -99,18 +99,24 @@ class SegmentationGraph:
         categories: the categories in contiguous order (`model_dir.model_categories`).
         task: "panoptic", "semantic" or "instance".
         xla: compile the forward pass with XLA (as `predict` does).
-        portable: at a fixed input size, shrink images with two matrix products instead of
-            TensorFlow's antialiased resize kernel, which LiteRT and ONNX lack (the same
-            weights; the sums' order differs, so a pixel may round the other way).
+        portable: at a fixed input size, resize images with two matrix products holding
+            TensorFlow's resize weights: LiteRT and ONNX lack the antialiased kernel, and
+            ONNX's bilinear Resize computes its weights differently (up to 0.009 apart at
+            640 -> 800, which moves 0.4% of the rounded pixel values by one). The sums' order
+            still differs, so a value within 1e-5 of x.5 may round the other way.
         include_logits: also output the network's "pred_logits" [B, Q, K+1] and "pred_masks"
             [B, Q, h, w] (to check a runtime's arithmetic against the Keras model's).
+        include_semantic: with the panoptic or instance task, also output "semantic_map" (as
+            `predict` writes both for a panoptic model).
     """
 
     def __init__(self, model, config, categories: list[dict[str, Any]], task: str,
-                 xla: bool = True, portable: bool = False, include_logits: bool = False):
+                 xla: bool = True, portable: bool = False, include_logits: bool = False,
+                 include_semantic: bool = False):
         import keras
         import tensorflow as tf
 
+        from maskformer.inference import make_predict_fn
         from maskformer.postprocess import PostProcessor
 
         if keras.backend.backend() != "tensorflow":
@@ -126,7 +132,8 @@ class SegmentationGraph:
         ev = config.eval
         self.postprocess = PostProcessor(
             isthing, object_mask_threshold=ev.object_mask_threshold,
-            overlap_threshold=ev.overlap_threshold, semantic=task == "semantic",
+            overlap_threshold=ev.overlap_threshold,
+            semantic=task == "semantic" or include_semantic,
             panoptic=task == "panoptic", instance=task == "instance",
             instance_top_k=ev.instance_top_k,
             # predict's semantic map of a panoptic model combines the resized masks
@@ -137,7 +144,8 @@ class SegmentationGraph:
             out = model(images, training=False)
             return {k: tf.cast(out[k], tf.float32) for k in ("pred_logits", "pred_masks")}
 
-        self.forward = tf.function(forward, jit_compile=True) if xla else forward
+        # With XLA, predict's own compiled function (traced for any size): the same program.
+        self.forward = _cast_outputs(make_predict_fn(model)) if xla else forward
 
     # -- resize and padding -------------------------------------------------------------------
 
@@ -166,6 +174,17 @@ class SegmentationGraph:
         return ((tf.reduce_max(heights) + d - 1) // d * d,
                 (tf.reduce_max(widths) + d - 1) // d * d)
 
+    def _padded_static(self, new_h: int, new_w: int) -> tuple[int, int]:
+        data = self.config.data
+        if data.eval_output_size:
+            height, width = (int(v) for v in data.eval_output_size)
+            if new_h > height or new_w > width:
+                raise ConfigError(f"the input resized for the model is {new_h}x{new_w}, larger "
+                                  f"than data.eval_output_size {[height, width]}")
+            return height, width
+        d = max(int(data.size_divisibility), 1)
+        return -(-new_h // d) * d, -(-new_w // d) * d
+
     # -- the pipeline -------------------------------------------------------------------------
 
     def run(self, images, valid_sizes, original_sizes, canvas):
@@ -186,16 +205,16 @@ class SegmentationGraph:
         out = {"image_size": tf.cast(original_sizes, tf.int32)}
         if self.include_logits:
             out.update(outputs)
-        if self.task == "semantic":
+        if "sem_seg_labels" in results:
             out["semantic_map"] = tf.cast(results["sem_seg_labels"], tf.int32)
-        elif self.task == "panoptic":
+        if self.task == "panoptic":
             pan = results["panoptic"]
             out["panoptic_map"] = tf.cast(pan["panoptic_seg"], tf.int32)
             out["num_segments"] = tf.cast(pan["num_segments"], tf.int32)
             out["segment_category"] = tf.cast(pan["segment_category"], tf.int32)
             out["segment_isthing"] = tf.logical_and(pan["segment_isthing"], pan["segment_valid"])
             out["segment_score"] = _segment_scores(outputs["pred_logits"], pan)
-        else:
+        elif self.task == "instance":
             inst = results["instance"]
             out["instance_masks"] = inst["masks"]
             out["instance_scores"] = inst["scores"]
@@ -216,11 +235,10 @@ class SegmentationGraph:
         if static:  # fixed size: the resize decided now, no conditional in the graph
             with tf.init_scope():  # eagerly, outside the graph being traced
                 new_h, new_w = (int(v) for v in self._new_size(height, width))
-                pad_h, pad_w = (int(v) for v in self._padded(tf.constant([new_h]),
-                                                              tf.constant([new_w])))
+            pad_h, pad_w = self._padded_static(new_h, new_w)
             if (new_h, new_w) == (height, width):
                 resized = tf.cast(images, tf.float32)
-            elif self.portable and (new_h < height or new_w < width):
+            elif self.portable:
                 resized = _resize_by_matrices(images, (height, width), (new_h, new_w))
             else:
                 shrinks = new_h < height or new_w < width
@@ -277,14 +295,20 @@ class SegmentationGraph:
         return self.run(images, valid, original, canvas)
 
 
-def _resize_matrix(size: int, new_size: int) -> np.ndarray:
-    """[new_size, size] float32: the weights of TensorFlow's antialiased bilinear resize along one
-    axis, read off by resizing the identity (each channel one source sample)."""
+def _cast_outputs(fn):
+    import tensorflow as tf
+
+    return lambda images: {k: tf.cast(v, tf.float32) for k, v in fn(images).items()}
+
+
+def _resize_matrix(size: int, new_size: int, antialias: bool) -> np.ndarray:
+    """[new_size, size] float32: the weights of TensorFlow's bilinear resize along one axis,
+    read off by resizing the identity (each channel one source sample)."""
     import tensorflow as tf
 
     with tf.init_scope():  # eagerly, also while a graph is traced
         identity = tf.eye(size)[:, None, :]  # [size, 1, size]: sample h in channel h
-        out = tf.image.resize(identity, (new_size, 1), method="bilinear", antialias=True)
+        out = tf.image.resize(identity, (new_size, 1), method="bilinear", antialias=antialias)
         return out[:, 0, :].numpy()
 
 
@@ -292,8 +316,9 @@ def _resize_by_matrices(images, size, new_size):
     """`augment.resize_image` of a fixed-size batch [B, H, W, 3] as two matrix products."""
     import tensorflow as tf
 
-    rows = tf.constant(_resize_matrix(size[0], new_size[0]))  # [h, H]
-    cols = tf.constant(_resize_matrix(size[1], new_size[1]))  # [w, W]
+    antialias = new_size[0] < size[0] or new_size[1] < size[1]  # as resize_image decides
+    rows = tf.constant(_resize_matrix(size[0], new_size[0], antialias))  # [h, H]
+    cols = tf.constant(_resize_matrix(size[1], new_size[1], antialias))  # [w, W]
     x = tf.cast(images, tf.float32)
     x = tf.einsum("ik,bkwc->biwc", rows, x)  # (ONNX Runtime's einsum ignores letter case)
     x = tf.einsum("jl,bilc->bijc", cols, x)
@@ -372,7 +397,10 @@ def _save_saved_model(graph: SegmentationGraph, out: Path, batch_size, image_siz
                         _spec(batch_size, image_size).shape.as_list(), _output_shapes(serve))
 
 
-def _static_function(graph: SegmentationGraph, batch_size, image_size):
+def fixed_size_function(graph: SegmentationGraph, batch_size, image_size):
+    """`graph.segment_images` traced for uint8 [batch_size (default 1), H, W, 3]: the concrete
+    function the LiteRT and ONNX exports convert (and TensorFlow's answer to compare them
+    with)."""
     import tensorflow as tf
 
     if not image_size:
@@ -402,7 +430,7 @@ def _save_litert(graph: SegmentationGraph, out: Path, batch_size, image_size, qu
         convert_variables_to_constants_v2,
     )
 
-    fn = _static_function(graph, batch_size, image_size)
+    fn = fixed_size_function(graph, batch_size, image_size)
     # The weights as constants: the converter would otherwise keep Keras 3's variables as
     # LiteRT resource variables, which nothing initialises.
     frozen = convert_variables_to_constants_v2(fn)
@@ -442,7 +470,7 @@ def _save_onnx(graph: SegmentationGraph, out: Path, batch_size, image_size, log
     except ImportError:
         raise ConfigError("ONNX export needs tf2onnx: pip install 'maskformer-tf[export]'"
                           ) from None
-    fn = _static_function(graph, batch_size, image_size)
+    fn = fixed_size_function(graph, batch_size, image_size)
     log(f"converting to ONNX (opset {ONNX_OPSET})")
     spec = fn.structured_input_signature[0][0]
     proto, _ = tf2onnx.convert.from_function(
@@ -470,6 +498,7 @@ def export_model(model, config, categories: list[dict[str, Any]], out: str | Pat
                  format: str = "saved_model", task: str | None = None,
                  image_size: Sequence[int] | None = None, batch_size: int | None = None,
                  quantize: str = "none", xla: bool = True, include_logits: bool = False,
+                 include_semantic: bool = False,
                  log: Callable[[str], None] = print) -> ExportResult:
     """Exports `model` with its test-time pipeline for `task`.
 
@@ -483,6 +512,7 @@ def export_model(model, config, categories: list[dict[str, Any]], out: str | Pat
         quantize: LiteRT only: "none", "float16" or "int8" (dynamic range).
         xla: SavedModel only: compile the forward pass with XLA.
         include_logits: also output the network's raw "pred_logits" and "pred_masks".
+        include_semantic: also output "semantic_map" with the panoptic or instance task.
         log: called with one line per stage.
     """
     _check_choice(format, FORMATS, "format")
@@ -500,7 +530,8 @@ def export_model(model, config, categories: list[dict[str, Any]], out: str | Pat
     start = time.perf_counter()
     graph = SegmentationGraph(model, config, categories, task,
                               xla=xla and format == "saved_model",
-                              portable=format != "saved_model", include_logits=include_logits)
+                              portable=format != "saved_model", include_logits=include_logits,
+                              include_semantic=include_semantic)
     if format == "saved_model":
         result = _save_saved_model(graph, out, batch_size, image_size, log)
     elif format == "litert":

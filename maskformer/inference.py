@@ -119,12 +119,19 @@ def _final(outputs: dict[str, Any]) -> dict[str, Any]:
 
 def make_predict_fn(model: keras.Model):
     """The model's forward pass for inference, compiled (tf.function with XLA on TensorFlow,
-    jit on JAX): {"pred_logits", "pred_masks"} of the last decoder layer."""
+    jit on JAX): {"pred_logits", "pred_masks"} of the last decoder layer.
+
+    On TensorFlow the function is traced once, for images [B, H, W, 3] of any size, as an
+    exported SavedModel runs it (`maskformer.export`): XLA compiles that one graph for each
+    size it meets, so `predict` and the SavedModel run the same program. (A graph traced for
+    a known size lets XLA fold more into constants and rounds some values differently: mask
+    logits about 1e-5 apart.)
+    """
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         return tf.function(lambda x: _final(model(x, training=False)), jit_compile=True,
-                           reduce_retracing=True)
+                           input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     if keras.backend.backend() == "jax":
         import jax
 

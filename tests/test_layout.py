@@ -31,7 +31,7 @@ ALLOWED = {
                            "images"},
     "visualize": BOTTOM | {"evaluation", "inference", "images"},
     "predict": BOTTOM | {"inference", "visualize", "data", "images"},
-    "export": BOTTOM | {"modeling", "postprocess", "data", "model_dir"},
+    "export": BOTTOM | {"modeling", "postprocess", "inference", "data", "model_dir"},
     "training": BOTTOM | {"modeling", "objective", "data", "evaluation", "inference",
                           "model_dir", "visualize", "plots", "conversion"},
     "demo": BOTTOM | {"data", "training", "inference", "evaluation", "visualize", "experiments",

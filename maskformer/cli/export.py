@@ -25,6 +25,8 @@ def add_subcommands(sub) -> None:
                    help="images per call (default: any for a SavedModel, 1 for litert and onnx)")
     p.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
                    help="LiteRT weights: float16, or int8 dynamic range")
+    p.add_argument("--with-semantic", action="store_true",
+                   help="panoptic / instance task: also output the semantic map")
     p.add_argument("--no-xla", action="store_true",
                    help="SavedModel: run the forward pass without XLA compilation")
     add_experiment_args(p, default=None, help="a registered experiment to use instead of "
@@ -39,5 +41,6 @@ def cmd_export(args) -> int:
     model, config, categories = model_from_args(args)
     export_model(model, config, categories, args.out, format=args.format, task=args.task,
                  image_size=args.image_size, batch_size=args.batch_size,
-                 quantize=args.quantize, xla=not args.no_xla)
+                 quantize=args.quantize, xla=not args.no_xla,
+                 include_semantic=args.with_semantic)
     return 0
