@@ -13,11 +13,15 @@ shortest-edge resize (`data.augment`), the same zero padding, the network, and
                NAME_semantic.png)
     instance   instance_masks bool [B, k, Ho, Wo], instance_scores float32 [B, k],
                instance_classes int32 [B, k], instance_valid bool [B, k] (k = eval.instance_top_k)
+    logits     pred_logits float32 [B, Q, K+1], pred_masks float32 [B, Q, h, w]: the network's
+               outputs on the resized, padded input, without post-processing
     all        image_size int32 [B, 2]: each image's (height, width) inside the canvas
 
 Class indices are the model's contiguous ones; the category list (names, dataset ids, thing
 flags, colours) travels inside every artifact: as `assets/categories.json` and a `categories`
-signature in the SavedModel, as metadata in the `.tflite` and the `.onnx` file.
+signature in the SavedModel, as the metadata entry "categories" of a `.tflite` (also written
+beside it as `NAME.categories.json`; `litert_metadata` reads it), and as the metadata property
+"categories" of an `.onnx` file.
 
 - SavedModel: `serving_default` takes `images` uint8 [B, H, W, 3] of any size (one size per
   batch); `serving_bytes` takes `image_bytes` string [B] (JPEG, PNG, BMP or GIF files, each its
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +49,8 @@ import numpy as np
 from maskformer.errors import ConfigError, DataError
 
 FORMATS = ("saved_model", "litert", "onnx")
-TASKS = ("panoptic", "semantic", "instance")
+# "logits": the network's outputs only, for callers with their own post-processing
+TASKS = ("panoptic", "semantic", "instance", "logits")
 QUANTIZATIONS = ("none", "float16", "int8")
 ONNX_OPSET = 17
 CATEGORIES_ASSET = "categories.json"
@@ -108,11 +114,13 @@ class SegmentationGraph:
             [B, Q, h, w] (to check a runtime's arithmetic against the Keras model's).
         include_semantic: with the panoptic or instance task, also output "semantic_map" (as
             `predict` writes both for a panoptic model).
+        sigmoid_by_exp: the post-processing's sigmoid as 1 / (1 + exp(-x)) (ONNX: see
+            `PostProcessor`).
     """
 
     def __init__(self, model, config, categories: list[dict[str, Any]], task: str,
                  xla: bool = True, portable: bool = False, include_logits: bool = False,
-                 include_semantic: bool = False):
+                 include_semantic: bool = False, sigmoid_by_exp: bool = False):
         import keras
         import tensorflow as tf
 
@@ -138,7 +146,8 @@ class SegmentationGraph:
             instance_top_k=ev.instance_top_k,
             # predict's semantic map of a panoptic model combines the resized masks
             semantic_before_inference=ev.sem_seg_postprocess_before_inference or ev.panoptic,
-            instance_things_only=ev.instance_things_only)
+            instance_things_only=ev.instance_things_only,
+            sigmoid_by_exp=sigmoid_by_exp)
 
         def forward(images):
             out = model(images, training=False)
@@ -200,11 +209,13 @@ class SegmentationGraph:
         outputs = self.forward(images)
         padded = tuple(images.shape[1:3]) if None not in images.shape[1:3] else (
             tf.shape(images)[1], tf.shape(images)[2])
+        out = {"image_size": tf.cast(original_sizes, tf.int32)}
+        if self.include_logits or self.task == "logits":
+            out.update(outputs)
+        if self.task == "logits":
+            return out
         results = self.postprocess(outputs, padded, valid_sizes, original_sizes,
                                    output_shape=canvas, semantic_scores=False)
-        out = {"image_size": tf.cast(original_sizes, tf.int32)}
-        if self.include_logits:
-            out.update(outputs)
         if "sem_seg_labels" in results:
             out["semantic_map"] = tf.cast(results["sem_seg_labels"], tf.int32)
         if self.task == "panoptic":
@@ -392,7 +403,15 @@ def _save_saved_model(graph: SegmentationGraph, out: Path, batch_size, image_siz
                   "serving_bytes": module.serve_bytes.get_concrete_function(),
                   "categories": module.categories.get_concrete_function()}
     log(f"writing {out}")
-    tf.saved_model.save(module, str(out), signatures=signatures)
+    partial = out.with_name(out.name + ".partial")  # complete or absent, never half-written
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, str(partial), signatures=signatures)
+    finally:
+        shutil.rmtree(asset_file.parent, ignore_errors=True)  # copied into assets/
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
     return ExportResult(out, "saved_model", graph.task, _size(out),
                         _spec(batch_size, image_size).shape.as_list(), _output_shapes(serve))
 
@@ -423,6 +442,35 @@ def _flex_ops(tflite_bytes: bytes) -> list[str]:
     return sorted(names)
 
 
+def _with_metadata(tflite_bytes: bytes, name: str, value: bytes) -> bytes:
+    """The `.tflite` with a metadata entry (the schema's Model.metadata: a name and a buffer)."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite_bytes, 0))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(value, np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = name, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    builder = flatbuffers.Builder(len(tflite_bytes) + len(value) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def litert_metadata(path: str | Path, name: str = "categories") -> bytes | None:
+    """A metadata entry of a `.tflite` file (the category list: "categories", JSON)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name().decode() == name:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
+
+
 def _save_litert(graph: SegmentationGraph, out: Path, batch_size, image_size, quantize,
                  log) -> ExportResult:
     import tensorflow as tf
@@ -449,7 +497,8 @@ def _save_litert(graph: SegmentationGraph, out: Path, batch_size, image_size, qu
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":  # dynamic range: int8 weights, float activations
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    tflite_bytes = converter.convert()
+    tflite_bytes = _with_metadata(converter.convert(), "categories",
+                                  categories_json(graph.categories).encode())
     flex = _flex_ops(tflite_bytes)
     if flex:
         log(f"needs the Flex delegate for: {', '.join(flex)}")
@@ -485,6 +534,7 @@ def _save_onnx(graph: SegmentationGraph, out: Path, batch_size, image_size, log
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -531,7 +581,8 @@ def export_model(model, config, categories: list[dict[str, Any]], out: str | Pat
     graph = SegmentationGraph(model, config, categories, task,
                               xla=xla and format == "saved_model",
                               portable=format != "saved_model", include_logits=include_logits,
-                              include_semantic=include_semantic)
+                              include_semantic=include_semantic,
+                              sigmoid_by_exp=format == "onnx")
     if format == "saved_model":
         result = _save_saved_model(graph, out, batch_size, image_size, log)
     elif format == "litert":

@@ -467,6 +467,9 @@ class PostProcessor:
         instance_things_only: keep only thing classes in instance output (panoptic-trained models).
         band_values: bound on the values of the largest tensor one band creates; sets the rows
             per band (at least 1). An unknown batch size counts as 1.
+        sigmoid_by_exp: compute the masks' sigmoid as 1 / (1 + exp(-x)), for runtimes whose
+            sigmoid kernel is coarse (onnxruntime's is off by up to 1e-7 absolute and 0 below
+            -18, so strongly negative masks tie at 0 where TensorFlow still ranks them).
     """
 
     def __init__(
@@ -481,6 +484,7 @@ class PostProcessor:
         semantic_before_inference: bool = False,
         instance_things_only: bool = True,
         band_values: int = BAND_VALUES,
+        sigmoid_by_exp: bool = False,
     ):
         self.isthing = np.asarray(isthing, dtype=bool)
         self.object_mask_threshold = object_mask_threshold
@@ -492,6 +496,12 @@ class PostProcessor:
         self.semantic_before_inference = semantic_before_inference or panoptic
         self.instance_things_only = instance_things_only
         self.band_values = int(band_values)
+        self.sigmoid_by_exp = sigmoid_by_exp
+
+    def _sigmoid(self, x):
+        if self.sigmoid_by_exp:
+            return 1.0 / (1.0 + ops.exp(-x))
+        return ops.sigmoid(x)
 
     def __call__(
         self,
@@ -580,7 +590,7 @@ class PostProcessor:
             # logits: [B, Wo, r, Q], the band's mask logits at output resolution
             valid = ops.logical_and(col_valid[:, :, None],
                                     row[None, None, :] < output_sizes[:, 0, None, None])
-            masks = ops.sigmoid(logits)
+            masks = self._sigmoid(logits)
             out = {}
             if self.panoptic:
                 prob = ops.where(keep[:, None, None, :], scores[:, None, None, :] * masks, -1.0)
@@ -600,7 +610,7 @@ class PostProcessor:
                 chosen = _take_per_image(ops.transpose(logits, (0, 3, 1, 2)), inst_query)
                 binary = ops.logical_and(chosen > 0, valid[:, None])  # [B, k, Wo, r]
                 binary_f = ops.cast(binary, "float32")
-                out["inst_prob"] = ops.sum(ops.sigmoid(chosen) * binary_f, axis=(2, 3))
+                out["inst_prob"] = ops.sum(self._sigmoid(chosen) * binary_f, axis=(2, 3))
                 out["inst_area"] = ops.sum(binary_f, axis=(2, 3))  # [B, k]
                 out["inst_masks"] = ops.transpose(binary, (0, 1, 3, 2))  # [B, k, r, Wo]
             return out
@@ -675,7 +685,7 @@ class PostProcessor:
             index_y, weight_y, crop_w = xs  # [B, 2r, 2], [B, 2r, 2], [B, r, 2]
             up = _resample(masks_by_row, index_y, weight_y)  # [B, 2r, Q, w]
             up = ops.take(up, jx0, axis=3) * vx0 + ops.take(up, jx1, axis=3) * vx1  # [B, 2r, Q, W]
-            sem = ops.einsum("bsqx,bqk->bxsk", ops.sigmoid(up), class_probs)  # [B, W, 2r, K]
+            sem = ops.einsum("bsqx,bqk->bxsk", self._sigmoid(up), class_probs)  # [B, W, 2r, K]
             sem = (sem[:, :, :rows] * crop_w[:, None, :, 0, None]
                    + sem[:, :, rows:] * crop_w[:, None, :, 1, None])  # [B, W, r, K]
             sem = _resample(sem, index_x, weight_x)  # [B, Wo, r, K]

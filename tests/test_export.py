@@ -217,7 +217,7 @@ def _check_runtime(outputs, tiny, photo, task="panoptic"):
 def test_litert_runs_in_the_litert_interpreter(tiny, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from maskformer.export import export
+    from maskformer.export import export, litert_metadata
 
     photo = _photos()[1]  # 3 segments; shrunk to the model's size (the portable resize)
     path = tmp_path / "model.tflite"
@@ -226,8 +226,10 @@ def test_litert_runs_in_the_litert_interpreter(tiny, tmp_path):
     assert result.flex_ops == []
     runner = Interpreter(model_path=str(path)).get_signature_runner()
     _check_runtime(runner(images=photo[None]), tiny, photo)
+    names = [c["name"] for c in tiny[3]]
+    assert [c["name"] for c in json.loads(litert_metadata(path))] == names
     categories = json.loads(path.with_suffix(".categories.json").read_text())
-    assert [c["name"] for c in categories] == [c["name"] for c in tiny[3]]
+    assert [c["name"] for c in categories] == names
 
     sizes = {}
     for quantize in ("float16", "int8"):
@@ -259,6 +261,18 @@ def test_onnx_runs_in_onnxruntime(tiny, tmp_path):
     outputs = dict(zip([o.name for o in session.get_outputs()],
                        session.run(None, {"images": photo[None]}), strict=True))
     _check_runtime(outputs, tiny, photo)
+
+    # the network alone ("logits": no post-processing), for callers with their own
+    raw = tmp_path / "raw.onnx"
+    _run_cli("export", "--model-dir", tiny[0], "--format", "onnx", "--task", "logits",
+             "--image-size", *photo.shape[:2], "--out", raw)
+    session = onnxruntime.InferenceSession(str(raw), providers=["CPUExecutionProvider"])
+    assert sorted(o.name for o in session.get_outputs()) == [
+        "image_size", "pred_logits", "pred_masks"]
+    got = dict(zip([o.name for o in session.get_outputs()],
+                   session.run(None, {"images": photo[None]}), strict=True))
+    for key, want in _keras_logits(tiny[1], tiny[2], photo).items():
+        assert np.abs(got[key] - want).max() <= 1e-4 * np.abs(want).max(), key
 
 
 def test_bad_requests_are_one_line_errors(tiny, tmp_path, capsys):

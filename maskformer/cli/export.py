@@ -15,7 +15,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--model-dir", type=Path, required=True, help="a trained or converted model")
     p.add_argument("--format", default="saved_model", choices=FORMATS, help="what to write")
     p.add_argument("--task", choices=TASKS,
-                   help="the outputs (default: panoptic for a panoptic model, else semantic)")
+                   help="the outputs (default: panoptic for a panoptic model, else semantic; "
+                        "logits: the network's outputs without post-processing)")
     p.add_argument("--out", type=Path, required=True,
                    help="the SavedModel folder, or the .tflite / .onnx file")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
