@@ -68,6 +68,18 @@ def _taps(low, padded):
     return bilinear_weights_tensor(low, padded)
 
 
+def _fill_canvas_unresized(valid_sizes, output_sizes, output_shape) -> bool:
+    """Whether every image is known, when tracing, to fill the canvas at its resized size (no
+    crop-and-resize to do): sizes given as arrays, not tensors of a graph."""
+    try:
+        valid = np.asarray(valid_sizes, np.int64).reshape(-1, 2)
+        output = np.asarray(output_sizes, np.int64).reshape(-1, 2)
+        canvas = np.array([int(output_shape[0]), int(output_shape[1])])
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+    return bool((valid == canvas).all() and (output == canvas).all())
+
+
 def _pixel_validity(output_sizes, shape: Sequence[int]):
     """[B, Ho, Wo] bool: True inside each image's output size."""
     output_sizes = ops.convert_to_tensor(output_sizes, "int32")
@@ -536,6 +548,7 @@ class PostProcessor:
         input_shape = (_static(input_shape[0]), _static(input_shape[1]))
         pred_logits = ops.cast(outputs["pred_logits"], "float32")
         pred_masks = ops.cast(outputs["pred_masks"], "float32")
+        unresized = _fill_canvas_unresized(valid_sizes, output_sizes, output_shape)
         valid_sizes = ops.convert_to_tensor(valid_sizes, "int32")
         output_sizes = ops.convert_to_tensor(output_sizes, "int32")
         args = (pred_logits, pred_masks, input_shape, valid_sizes, output_sizes, output_shape)
@@ -543,7 +556,7 @@ class PostProcessor:
         if self.panoptic or self.instance or (self.semantic and self.semantic_before_inference):
             results.update(self._from_output_logits(*args, semantic_scores))
         if self.semantic and not self.semantic_before_inference:
-            results.update(self._semantic_after_inference(*args, semantic_scores))
+            results.update(self._semantic_after_inference(*args, semantic_scores, unresized))
         return results
 
     def _rows_per_band(self, batch, width, channels: int, height):
@@ -646,13 +659,17 @@ class PostProcessor:
         return results
 
     def _semantic_after_inference(self, pred_logits, pred_masks, input_shape, valid_sizes,
-                                  output_sizes, output_shape, semantic_scores: bool
-                                  ) -> dict[str, Any]:
+                                  output_sizes, output_shape, semantic_scores: bool,
+                                  unresized: bool = False) -> dict[str, Any]:
         """Semantic scores at the padded input size, then cropped and resized, band by band.
 
         An output row interpolates two padded-input rows of the K score maps; each of those is
         the class combination of the sigmoid of two upsampled mask rows. A band computes its
         2 x rows padded-input rows, combines them, and resamples the width last.
+
+        `unresized` (every image's valid size is known to be the canvas): the crop-and-resize is
+        the identity (weights exactly 1 and 0), so a band computes its own rows only and the
+        width is a slice: half the work, the same values.
         """
         batch, num_queries = pred_masks.shape[:2]
         low_h, low_w = (_static(v) for v in ops.shape(pred_masks)[2:])
@@ -673,9 +690,10 @@ class PostProcessor:
         # Per band: the padded-input rows its first taps read, then those its second taps read.
         first, second = (upsample_taps(crop_index[:, :, t]) for t in range(2))
         up_index, up_weight = (
-            ops.concatenate([_split_bands(first[i], num_bands, rows),
-                             _split_bands(second[i], num_bands, rows)], axis=2)
-            for i in range(2))  # [n, B, 2 rows, 2]
+            ops.concatenate([_split_bands(first[i], num_bands, rows)]
+                            + ([] if unresized else [_split_bands(second[i], num_bands, rows)]),
+                            axis=2)
+            for i in range(2))  # [n, B, 2 rows (rows when unresized), 2]
         jx0, jx1, vx0, vx1 = _taps(low_w, in_w)  # the width: one rule for the batch
         index_x, weight_x = _crop_taps(valid_sizes[:, 1], output_sizes[:, 1], out_w)
         masks_by_row = ops.transpose(pred_masks, (0, 2, 1, 3))  # [B, h, Q, w]
@@ -686,9 +704,12 @@ class PostProcessor:
             up = _resample(masks_by_row, index_y, weight_y)  # [B, 2r, Q, w]
             up = ops.take(up, jx0, axis=3) * vx0 + ops.take(up, jx1, axis=3) * vx1  # [B, 2r, Q, W]
             sem = ops.einsum("bsqx,bqk->bxsk", self._sigmoid(up), class_probs)  # [B, W, 2r, K]
-            sem = (sem[:, :, :rows] * crop_w[:, None, :, 0, None]
-                   + sem[:, :, rows:] * crop_w[:, None, :, 1, None])  # [B, W, r, K]
-            sem = _resample(sem, index_x, weight_x)  # [B, Wo, r, K]
+            if unresized:
+                sem = sem[:, :out_w]  # [B, Wo, r, K]
+            else:
+                sem = (sem[:, :, :rows] * crop_w[:, None, :, 0, None]
+                       + sem[:, :, rows:] * crop_w[:, None, :, 1, None])  # [B, W, r, K]
+                sem = _resample(sem, index_x, weight_x)  # [B, Wo, r, K]
             out = {"sem_labels": ops.transpose(_argmax(sem, axis=-1),
                                                (0, 2, 1))}  # [B, r, Wo]
             if semantic_scores:

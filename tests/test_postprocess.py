@@ -774,3 +774,25 @@ def test_sizes_known_only_at_run_time_give_the_static_results(semantic_first, ro
             np.testing.assert_allclose(_np(got), _np(want), rtol=3e-7, atol=1e-7)
         else:
             np.testing.assert_array_equal(_np(got), _np(want))
+
+
+def test_unresized_semantic_path_is_the_general_one():
+    """When every image fills the canvas unresized, the semantic-after-inference path computes
+    each band's own rows only and slices the width: the same values, bit for bit, as the
+    general crop-and-resize (whose weights are then exactly 1 and 0), at several bands."""
+    rng = np.random.default_rng(24)
+    q, k, h, w = 6, 4, 9, 13
+    padded, size = (40, 56), np.array([[35, 50], [35, 50]])
+    logits = rng.normal(0, 2, size=(2, q, k + 1)).astype(np.float32)
+    masks = rng.normal(0, 3, size=(2, q, h, w)).astype(np.float32)
+    assert postprocess._fill_canvas_unresized(size, size, (35, 50))
+    assert not postprocess._fill_canvas_unresized(size, size + [[0, 1], [0, 0]], (35, 51))
+    for rows_per_band in (1, 4, 35):
+        processor = postprocess.PostProcessor(
+            [True, False, True, False], semantic=True, panoptic=False,
+            band_values=2 * padded[1] * 2 * max(q, k) * rows_per_band)
+        fast, general = compiled(lambda lg, m, sz, p=processor: tuple(
+            p._semantic_after_inference(lg, m, padded, sz, sz, (35, 50), True, unresized=u)
+            for u in (True, False)))(logits, masks, size.astype(np.int32))
+        for key in ("sem_seg", "sem_seg_labels"):
+            np.testing.assert_array_equal(_np(fast[key]), _np(general[key]), err_msg=key)
