@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from maskformer.errors import ConfigError, DataError
+from maskformer.errors import ConfigError
 
 FORMATS = ("saved_model", "litert", "onnx")
 # "logits": the network's outputs only, for callers with their own post-processing
@@ -183,17 +183,6 @@ class SegmentationGraph:
         return ((tf.reduce_max(heights) + d - 1) // d * d,
                 (tf.reduce_max(widths) + d - 1) // d * d)
 
-    def _padded_static(self, new_h: int, new_w: int) -> tuple[int, int]:
-        data = self.config.data
-        if data.eval_output_size:
-            height, width = (int(v) for v in data.eval_output_size)
-            if new_h > height or new_w > width:
-                raise ConfigError(f"the input resized for the model is {new_h}x{new_w}, larger "
-                                  f"than data.eval_output_size {[height, width]}")
-            return height, width
-        d = max(int(data.size_divisibility), 1)
-        return -(-new_h // d) * d, -(-new_w // d) * d
-
     # -- the pipeline -------------------------------------------------------------------------
 
     def run(self, images, valid_sizes, original_sizes, canvas):
@@ -238,6 +227,7 @@ class SegmentationGraph:
         import tensorflow as tf
 
         from maskformer.data import augment
+        from maskformer.inference import padded_shape
 
         static = None not in images.shape[1:3]
         shape = tf.shape(images)
@@ -246,7 +236,7 @@ class SegmentationGraph:
         if static:  # fixed size: the resize decided now, no conditional in the graph
             with tf.init_scope():  # eagerly, outside the graph being traced
                 new_h, new_w = (int(v) for v in self._new_size(height, width))
-            pad_h, pad_w = self._padded_static(new_h, new_w)
+            pad_h, pad_w = padded_shape([[new_h, new_w]], self.config.data)
             if (new_h, new_w) == (height, width):
                 resized = tf.cast(images, tf.float32)
             elif self.portable:
@@ -522,6 +512,7 @@ def _save_onnx(graph: SegmentationGraph, out: Path, batch_size, image_size, log
     fn = fixed_size_function(graph, batch_size, image_size)
     log(f"converting to ONNX (opset {ONNX_OPSET})")
     spec = fn.structured_input_signature[0][0]
+    # tf2onnx traces the Python function itself; `fn` is the same trace, kept for its outputs.
     proto, _ = tf2onnx.convert.from_function(
         tf.function(graph.segment_images, autograph=False), input_signature=[spec], opset=ONNX_OPSET,
         output_path=None)
@@ -572,8 +563,7 @@ def export_model(model, config, categories: list[dict[str, Any]], out: str | Pat
         raise ConfigError(f"quantisation is for LiteRT; {format} exports float32")
     if image_size is not None:
         image_size = [int(v) for v in image_size]
-        if len(image_size) != 2 or min(image_size) < 1:
-            raise ConfigError(f"image size must be two positive integers (H W), got {image_size}")
+        check_image_size(image_size)
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     out = Path(out)
@@ -605,5 +595,6 @@ def export(model_dir: str | Path, out: str | Path, **kwargs) -> ExportResult:
 
 
 def check_image_size(values: Sequence[int] | None) -> None:
+    """A fixed input size, when given, is two positive integers (H W)."""
     if values is not None and (len(values) != 2 or min(values) < 1):
-        raise DataError(f"--image-size takes two positive integers H W, got {list(values)}")
+        raise ConfigError(f"--image-size takes two positive integers H W, got {list(values)}")
