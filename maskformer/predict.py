@@ -85,7 +85,7 @@ def predict_files(model, config, files: Sequence[str | Path], out_dir: str | Pat
                   categories: list[dict] | None = None,
                   predictor: Predictor | None = None) -> PredictResult:
     """Segments image files with `Predictor` (the experiment's test-time pipeline) and writes,
-    for each image NAME: NAME_panoptic.png/.json, NAME_semantic.png, NAME_instances.json
+    for each image NAME: NAME_panoptic.png/.json, NAME_semantic.png/.json, NAME_instances.json
     (when eval.instance) and NAME_overlay.png (of the panoptic map, or of the semantic map for
     a semantic model), in `out_dir` (in its sub-folders for names with folders).
 
@@ -175,6 +175,12 @@ def write_prediction(prediction: ImagePrediction, image: np.ndarray, categories,
     if prediction.semantic_map is not None:
         dtype = np.uint8 if len(categories) < 256 else np.uint16
         Image.fromarray(prediction.semantic_map.astype(dtype)).save(f"{stem}_semantic.png")
+        present, pixels = np.unique(prediction.semantic_map, return_counts=True)
+        classes = [{"id": int(k), "name": categories[int(k)]["name"],
+                    "original_id": categories[int(k)].get("original_id", int(k)),
+                    "pixels": int(n)} for k, n in zip(present, pixels, strict=True)]
+        Path(f"{stem}_semantic.json").write_text(json.dumps(
+            {"file_name": file_name, "classes": classes}, indent=1))
         if prediction.panoptic_map is None:
             # A semantic model's picture: each class present is one segment (id = class + 1).
             present = np.unique(prediction.semantic_map)

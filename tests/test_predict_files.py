@@ -21,7 +21,7 @@ from maskformer.predict import PredictResult, output_names, predict_files
 
 # maskformer_smoke has 7 classes and no dataset_info: the categories are given.
 CATEGORIES = [{"id": i, "name": f"class{i}", "isthing": int(i < 4)} for i in range(7)]
-OUTPUTS = ("_panoptic.png", "_panoptic.json", "_semantic.png", "_overlay.png")
+OUTPUTS = ("_panoptic.png", "_panoptic.json", "_semantic.png", "_semantic.json", "_overlay.png")
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,12 @@ def test_a_semantic_model_gets_an_overlay_of_its_classes(tmp_path):
     prediction.semantic_map = np.zeros((30, 40), np.int32)
     prediction.semantic_map[:, 25:] = 5
     write_prediction(prediction, image, CATEGORIES, "a.png", tmp_path / "a")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_overlay.png", "a_semantic.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_overlay.png", "a_semantic.json",
+                                                           "a_semantic.png"]
+    named = json.loads((tmp_path / "a_semantic.json").read_text())
+    assert named == {"file_name": "a.png", "classes": [
+        {"id": 0, "name": "class0", "original_id": 0, "pixels": 30 * 25},
+        {"id": 5, "name": "class5", "original_id": 5, "pixels": 30 * 15}]}
     written = np.asarray(Image.open(tmp_path / "a_overlay.png"))
     segments = [{"id": 1, "category_id": 0, "isthing": 1}, {"id": 6, "category_id": 5,
                                                             "isthing": 0}]
