@@ -24,6 +24,10 @@ from maskformer.errors import ConfigError
 # The semantic ground-truth value of void and padding pixels in the input pipeline's
 # `semantic_map` (maskformer.data.pipeline), which the semantic metrics skip.
 IGNORE_LABEL = 255
+# The kinds of records (`data.dataset`, and dataset.json's "dataset"): panoptic and instance
+# records make one target per non-crowd segment; semantic records one per class present.
+DATASETS = ("coco_panoptic", "coco_instance", "semantic", "ade20k_semantic")
+SEMANTIC_DATASETS = ("semantic", "ade20k_semantic")
 
 
 class ConfigWarning(UserWarning):
@@ -294,7 +298,9 @@ class DataConfig:
     and never cuts.
     """
 
-    dataset: str = "coco_panoptic"  # "coco_panoptic" | "ade20k_semantic"
+    # "coco_panoptic" | "coco_instance" (targets: every non-crowd segment) | "semantic" |
+    # "ade20k_semantic" (the same: one target per class present)
+    dataset: str = "coco_panoptic"
     train_files: str = ""
     val_files: str = ""
     dataset_info: str = ""  # dataset.json written by the converters
@@ -325,7 +331,7 @@ class DataConfig:
     report_truncation: bool = True  # print a line when an image has > max_instances segments
 
     def validate(self) -> None:
-        _check_choice("data.dataset", self.dataset, ("coco_panoptic", "ade20k_semantic"))
+        _check_choice("data.dataset", self.dataset, DATASETS)
         _check_choice("data.record_format", self.record_format, ("maskformer", "model_garden"))
         if self.record_format == "model_garden" and not self.dataset_info:
             raise ConfigError("data.dataset_info: data.record_format=model_garden needs the "
@@ -509,7 +515,8 @@ class ExperimentConfig:
         known = data.num_categories()
         if known is not None and known != model.num_classes:
             raise ConfigError(f"model.num_classes: {model.num_classes}, but data.dataset_info "
-                              f"({data.dataset_info}) lists {known} categories")
+                              f"({data.dataset_info}) lists {known} categories: set "
+                              f"model.num_classes={known} (a new class head when fine-tuning)")
 
 
 # dataset.json is small; a COCO panoptic annotation file (a possible data.dataset_info with

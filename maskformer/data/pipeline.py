@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from maskformer.config import IGNORE_LABEL, DataConfig
+from maskformer.config import DATASETS, IGNORE_LABEL, SEMANTIC_DATASETS, DataConfig
 from maskformer.data import augment as aug
 from maskformer.data import model_garden, records
 from maskformer.data.records import DataError
@@ -154,9 +154,9 @@ class _Preprocessor:
         if config.augmentation not in ("coco_panoptic", "ade20k", "none"):
             raise DataError(f"data.augmentation: {config.augmentation!r} is not "
                             "'coco_panoptic', 'ade20k' or 'none'")
-        if config.dataset not in ("coco_panoptic", "ade20k_semantic"):
-            raise DataError(f"data.dataset: {config.dataset!r} is not 'coco_panoptic' or "
-                            "'ade20k_semantic'")
+        if config.dataset not in DATASETS:
+            raise DataError(f"data.dataset: {config.dataset!r} is not one of "
+                            f"{', '.join(DATASETS)}")
         if config.mask_dtype not in ("uint8", "float32"):
             raise DataError(f"data.mask_dtype: {config.mask_dtype!r} is not uint8 or float32")
         # Evaluation pads to eval_output_size, or (empty) each batch to its largest image
@@ -165,7 +165,7 @@ class _Preprocessor:
         if size and len(size) != 2:
             raise DataError(f"data.output_size: expected [height, width], got {size}")
         self.size = list(size) if size else None
-        self.drop_empty = config.dataset == "ade20k_semantic"
+        self.drop_empty = config.dataset in SEMANTIC_DATASETS
 
     def _augment(self, image, segment_map, seed):
         c = self.config
