@@ -28,7 +28,8 @@ class BadInput(Exception):
       kind: a short stable name of the problem (the key of the summary counts), one of
         "missing image", "corrupt image", "missing mask", "corrupt mask", "missing label",
         "corrupt label", "size mismatch", "segment not in annotation", "segment not in mask",
-        "unknown category", "missing annotation".
+        "unknown category", "missing annotation", "unknown image" (an annotation whose image
+        id is not among the images), "corrupt annotation" (a malformed COCO segmentation).
       path: the file concerned.
       reason: a sentence for the user.
     """
@@ -38,6 +39,11 @@ class BadInput(Exception):
         self.kind = kind
         self.path = str(path)
         self.reason = reason
+
+    def __reduce__(self):
+        # Workers send it back pickled; the default would call BadInput(message) and the pool's
+        # result thread would die on the missing arguments (and the run would hang).
+        return type(self), (self.kind, self.path, self.reason)
 
 
 @dataclass
