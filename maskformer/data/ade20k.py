@@ -8,50 +8,13 @@ class order, so the pipeline's targets are the original semantic mapper's (one m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from maskformer.data.coco_panoptic import read_image_checked, read_mask_checked
-from maskformer.data.converter import BadInput, ConversionReport, run_conversion
-from maskformer.data.records import DataError, Sample, update_dataset_info
+from maskformer.data.converter import ConversionReport
+from maskformer.data.records import DataError
+from maskformer.data.semantic import INDEX, LabelMap, default_color, pair_by_stem, run_pairs
 
 NUM_CLASSES = 150
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-@dataclass
-class _Task:
-    image_path: str
-    label_path: str
-    image_id: int
-    num_classes: int
-
-
-def _convert_one(task: _Task) -> Sample:
-    data, fmt, height, width = read_image_checked(task.image_path)
-    label = read_mask_checked(task.label_path, kind="label")
-    if label.ndim != 2:
-        raise BadInput("corrupt label", task.label_path,
-                       f"label PNG must be single-channel, got shape {label.shape}")
-    if label.shape != (height, width):
-        raise BadInput("size mismatch", task.label_path,
-                       f"label PNG is {label.shape[1]}x{label.shape[0]} but the image "
-                       f"{Path(task.image_path).name} is {width}x{height}")
-    present, inverse, counts = np.unique(label, return_inverse=True, return_counts=True)
-    classes = [int(v) for v in present if v != 0]
-    unknown = [v for v in classes if v > task.num_classes]
-    if unknown:
-        raise BadInput("unknown category", task.label_path,
-                       f"label value(s) {unknown[:5]} outside 0..{task.num_classes}")
-    lut = np.array([0 if v == 0 else classes.index(int(v)) + 1 for v in present], np.uint16)
-    counts_of = {int(v): int(c) for v, c in zip(present, counts, strict=True)}
-    return Sample(image_bytes=data, image_format=fmt, height=height, width=width,
-                  image_id=task.image_id, filename=Path(task.image_path).name,
-                  segment_map=lut[inverse.reshape(label.shape)], segment_ids=classes,
-                  categories=[v - 1 for v in classes], iscrowd=[0] * len(classes),
-                  areas=[counts_of[v] for v in classes])
 
 
 def read_class_names(path: str | Path | None, num_classes: int) -> list[str]:
@@ -87,23 +50,15 @@ def convert(images: str | Path, labels: str | Path, out: str | Path, num_shards:
       Other arguments: see `converter.run_conversion`.
     """
     images, labels = Path(images), Path(labels)
-    for folder, what in ((images, "images"), (labels, "labels")):
-        if not folder.is_dir():
-            raise DataError(f"{folder}: {what} folder not found")
     names = read_class_names(class_names, num_classes)
-    image_files = sorted(p for p in images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not image_files:
-        raise DataError(f"{images}: no .jpg/.png images")
-    tasks = [_Task(str(p), str(labels / (p.stem + ".png")), i, num_classes)
-             for i, p in enumerate(image_files)]
-    report = run_conversion(tasks, _convert_one, out, num_shards=num_shards,
-                            num_workers=num_workers, strict=strict,
-                            description=f"ade20k-semantic {Path(out).name}", progress=progress,
-                            log=log)
+    pairs = pair_by_stem(images, labels)
+    # Label v is class v - 1; 0 ("other") is void; values above the last class are bad input.
+    values = tuple(range(1, num_classes + 1))
+    label_map = LabelMap(values, tuple(range(num_classes)), void_values=(0,),
+                         max_value=num_classes)
     categories = [{"id": i, "original_id": i + 1, "name": n, "isthing": 0,
-                   "color": [int(v) for v in np.random.default_rng(i).integers(0, 256, 3)]}
-                  for i, n in enumerate(names)]
-    info = report.as_dict()
-    info["source"] = {"images": str(images), "labels": str(labels)}
-    update_dataset_info(out, "ade20k_semantic", categories, info)
-    return report
+                   "color": default_color(i)} for i, n in enumerate(names)]
+    return run_pairs(pairs, out, INDEX, label_map, categories, "ade20k_semantic",
+                     {"images": str(images), "labels": str(labels)}, "ade20k-semantic",
+                     num_shards=num_shards, num_workers=num_workers, strict=strict,
+                     progress=progress, log=log)

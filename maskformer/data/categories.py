@@ -23,6 +23,7 @@ coco_stuff_171         171    ascending COCO-Stuff id (1..182, 11 unused ids ski
 cityscapes_19          19     train id 0..18 (8 things)
 mapillary_vistas_65    65     v1.2 label value 0..64 (37 things)
 ade20k_full_847        847    MaskFormer's train id 0..846
+voc_21                 21     Pascal VOC label value 0..20: background, then 20 things
 shapes                 5      ascending id: circle, square, triangle, sky, ground
 =====================  =====  =========================================================
 """
@@ -38,7 +39,7 @@ from typing import Any
 from maskformer.errors import ConfigError
 
 _FILE_LISTS = ("coco_panoptic", "ade20k_150", "coco_stuff_171", "cityscapes_19",
-               "mapillary_vistas_65", "ade20k_full_847")
+               "mapillary_vistas_65", "ade20k_full_847", "voc_21")
 _NAMES = (*_FILE_LISTS, "shapes")
 
 # `data.dataset` values (config.DataConfig) -> the built-in lists that may describe the data,
@@ -49,8 +50,9 @@ _FOR_DATASET: dict[str, tuple[str, ...]] = {
     # Semantic records (ADE20K's converter and format): the published semantic datasets'
     # lists, told apart by their lengths.
     "ade20k_semantic": ("ade20k_150", "ade20k_full_847", "coco_stuff_171", "cityscapes_19",
-                        "mapillary_vistas_65"),
+                        "mapillary_vistas_65", "voc_21"),
 }
+_FOR_DATASET["semantic"] = _FOR_DATASET["ade20k_semantic"]
 
 
 def builtin_names() -> list[str]:

@@ -28,6 +28,7 @@ EXPECTED = {
     "cityscapes_19": (19, 8),
     "mapillary_vistas_65": (65, 37),
     "ade20k_full_847": (847, 0),
+    "voc_21": (21, 20),
     "shapes": (5, 3),
 }
 KEYS = {"id", "original_id", "name", "isthing", "color"}
