@@ -165,7 +165,9 @@ class _Preprocessor:
         if size and len(size) != 2:
             raise DataError(f"data.output_size: expected [height, width], got {size}")
         self.size = list(size) if size else None
-        self.drop_empty = config.dataset in SEMANTIC_DATASETS
+        # Instance records: an instance with no pixel left (hidden by the converter's overlap
+        # rule, or cropped away) gives no target, as detectron2's instance mapper filters them.
+        self.drop_empty = config.dataset in (*SEMANTIC_DATASETS, "coco_instance")
 
     def _augment(self, image, segment_map, seed):
         c = self.config
