@@ -274,6 +274,12 @@ class LossConfig:
     focal_gamma: float = 2.0
     matcher: str = "hungarian"  # "hungarian" (in-graph) | "scipy" (host)
     ignore_padding: bool = False
+    # Point-sampled mask costs and losses (Mask2Former): 0 = every pixel; P > 0 = P points
+    # (12544 in Mask2Former), the loss's chosen by importance sampling.
+    num_points: int = 0
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    mask_loss: str = "focal"  # "focal" (MaskFormer) | "bce" (sigmoid cross-entropy, Mask2Former)
 
     def validate(self) -> None:
         for key in ("class_weight", "mask_weight", "dice_weight", "focal_gamma"):
@@ -286,6 +292,13 @@ class LossConfig:
             raise ConfigError(f"loss.focal_alpha: {self.focal_alpha} is above 1 (use a value "
                               "in [0, 1], or < 0 for no weighting)")
         _check_choice("loss.matcher", self.matcher, ("hungarian", "scipy"))
+        _check_choice("loss.mask_loss", self.mask_loss, ("focal", "bce"))
+        _check_min("loss.num_points", self.num_points, 0)
+        _check_min("loss.oversample_ratio", self.oversample_ratio, 1.0)
+        _check_range("loss.importance_sample_ratio", self.importance_sample_ratio, 0.0, 1.0)
+        if self.num_points > 0 and self.ignore_padding:
+            raise ConfigError("loss.ignore_padding: not supported with loss.num_points > 0 "
+                              "(point sampling reads padding as background, as Mask2Former does)")
 
 
 @dataclass

@@ -10,9 +10,16 @@ For the final output and each auxiliary output: match queries to targets (`match
 * ``loss_dice``: dice loss of each matched pair, summed, / num_masks;
 
 num_masks being the number of targets in the batch (averaged over replicas by
-`reduce_num_masks`), at least 1. Auxiliary
+`reduce_num_masks`), at least 1. `mask_loss="bce"` replaces the focal loss and cost by plain
+sigmoid binary cross-entropy (Mask2Former's). Auxiliary
 terms carry the suffix ``_i`` (``loss_ce_0`` is the first decoder layer). The total is the
 weighted sum of all terms.
+
+With `num_points` P > 0 (Mask2Former), neither side is resized: the matcher compares queries and
+targets at P uniform random points per image (shared by all of them), and each matched pair's
+losses read the stride-4 logits and the full-size target at P points chosen by PointRend's
+importance sampling (`points.py`), so no [B, N, H, W] logits are ever made. The points are drawn
+with `keras.random` from the criterion's `seed_generator`, or given to `compute(points=...)`.
 
 Shapes are static: targets are padded to N per image with a validity mask, and the mask losses
 are computed per padded target (the prediction of its matched query) and masked.
@@ -23,13 +30,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import keras
 from keras import ops
 
 from maskformer.config import LossConfig
 from maskformer.objective.matcher import compute_cost_matrix, match
+from maskformer.objective.points import (
+    draw_candidates,
+    point_counts,
+    point_sample,
+    select_uncertain_points,
+    uniform_points,
+)
 from maskformer.resize import bilinear_resize
 
-__all__ = ["SetCriterion", "build_criterion", "dice_loss", "sigmoid_focal_loss"]
+__all__ = ["SetCriterion", "build_criterion", "dice_loss", "sigmoid_ce_loss",
+           "sigmoid_focal_loss"]
 
 
 def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0, pixel_weight=None):
@@ -49,6 +65,21 @@ def sigmoid_focal_loss(logits, targets, alpha: float = 0.25, gamma: float = 2.0,
     loss = bce * (1.0 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * targets + (1.0 - alpha) * (1.0 - targets)) * loss
+    if pixel_weight is None:
+        return ops.mean(loss, axis=-1)
+    return ops.sum(loss * pixel_weight, axis=-1) / ops.maximum(ops.sum(pixel_weight, axis=-1), 1.0)
+
+
+def sigmoid_ce_loss(logits, targets, pixel_weight=None):
+    """Per-mask binary cross-entropy with logits, averaged over pixels (Mask2Former's loss).
+
+    Args:
+        logits: [M, P]; targets: [M, P] in [0, 1]; pixel_weight: optional [M, P].
+
+    Returns:
+        [M] loss per mask.
+    """
+    loss = ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
     if pixel_weight is None:
         return ops.mean(loss, axis=-1)
     return ops.sum(loss * pixel_weight, axis=-1) / ops.maximum(ops.sum(pixel_weight, axis=-1), 1.0)
@@ -82,7 +113,15 @@ class SetCriterion:
         focal_alpha, focal_gamma: sigmoid focal loss parameters (matcher cost and loss).
         matcher: "hungarian" (in-graph) or "scipy" (host).
         ignore_padding: exclude pixels outside `targets["pixel_valid"]` from mask costs and losses
-            (off in the original, where padding counts as background).
+            (off in the original, where padding counts as background). Dense only.
+        num_points: 0 for dense losses and costs on every pixel (MaskFormer); P > 0 to compute
+            them at P sampled points (Mask2Former; 12544 = 112 x 112 there).
+        oversample_ratio, importance_sample_ratio: PointRend's importance sampling of the loss
+            points: int(P * oversample_ratio) candidates, of which the int(P *
+            importance_sample_ratio) most uncertain are kept, the rest uniform.
+        mask_loss: "focal" (sigmoid focal, MaskFormer) or "bce" (sigmoid cross-entropy,
+            Mask2Former), for both the loss and the matcher's cost.
+        seed: seed of the `seed_generator` the points are drawn from (None: random).
         reduce_num_masks: averages the batch's target count over data-parallel replicas, as
             the original's all-reduce / world size does (the trainer passes
             `training.distribute.replica_mean`); None on one device, or where the batch is
@@ -101,10 +140,23 @@ class SetCriterion:
         focal_gamma: float = 2.0,
         matcher: str = "hungarian",
         ignore_padding: bool = False,
+        num_points: int = 0,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        mask_loss: str = "focal",
+        seed: int | None = None,
         reduce_num_masks: Callable[[Any], Any] | None = None,
     ):
         if matcher not in ("hungarian", "scipy"):
             raise ValueError(f"loss.matcher: {matcher!r} is not 'hungarian' or 'scipy'")
+        if mask_loss not in ("focal", "bce"):
+            raise ValueError(f"loss.mask_loss: {mask_loss!r} is not 'focal' or 'bce'")
+        if num_points < 0 or oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
+            raise ValueError(f"loss.num_points {num_points} must be >= 0, oversample_ratio "
+                             f"{oversample_ratio} >= 1, importance_sample_ratio "
+                             f"{importance_sample_ratio} in [0, 1]")
+        if num_points > 0 and ignore_padding:
+            raise ValueError("loss.ignore_padding is not supported with loss.num_points > 0")
         self.num_classes = num_classes
         self.class_weight = class_weight
         self.mask_weight = mask_weight
@@ -114,7 +166,15 @@ class SetCriterion:
         self.focal_gamma = focal_gamma
         self.matcher = matcher
         self.ignore_padding = ignore_padding
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.mask_loss = mask_loss
+        self.seed = seed
         self.reduce_num_masks = reduce_num_masks
+        # The state of the point draws: a variable, updated by every draw (in a compiled step
+        # too). Made only where points are drawn, so dense criteria carry no extra state.
+        self.seed_generator = keras.random.SeedGenerator(seed) if num_points > 0 else None
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -127,6 +187,11 @@ class SetCriterion:
             "focal_gamma": self.focal_gamma,
             "matcher": self.matcher,
             "ignore_padding": self.ignore_padding,
+            "num_points": self.num_points,
+            "oversample_ratio": self.oversample_ratio,
+            "importance_sample_ratio": self.importance_sample_ratio,
+            "mask_loss": self.mask_loss,
+            "seed": self.seed,
         }
 
     @classmethod
@@ -141,12 +206,14 @@ class SetCriterion:
 
     # -- inputs -----------------------------------------------------------------------------
 
-    def _read_targets(self, targets: dict[str, Any]):
+    def _read_targets(self, targets: dict[str, Any], cast_masks: bool = True):
         for key in ("masks", "labels", "valid"):
             if key not in targets:
                 raise KeyError(f"targets[{key!r}] is missing (expected masks [B, N, H, W], "
                                "labels [B, N], valid [B, N])")
-        masks = ops.cast(targets["masks"], "float32")
+        # Point sampling reads the masks in their own dtype (no float32 copy of [B, N, H, W]).
+        masks = (ops.cast(targets["masks"], "float32") if cast_masks
+                 else ops.convert_to_tensor(targets["masks"]))
         labels = ops.cast(targets["labels"], "int32")
         valid = ops.cast(targets["valid"], "bool")
         if len(masks.shape) != 4 or masks.shape[:2] != labels.shape or labels.shape != valid.shape:
@@ -178,20 +245,56 @@ class SetCriterion:
 
     # -- matching ---------------------------------------------------------------------------
 
-    def match_layer(self, pred_logits, pred_masks, labels, masks, valid, pixel_valid=None):
-        """Matches one output: returns ([B, Q] target index or -1, [B] non-finite cost count)."""
+    def match_layer(self, pred_logits, pred_masks, labels, masks, valid, pixel_valid=None,
+                    point_coords=None):
+        """Matches one output: returns ([B, Q] target index or -1, [B] non-finite cost count).
+
+        `point_coords` [B, P, 2]: the matcher's points (with `num_points` > 0).
+        """
         cost = compute_cost_matrix(
             pred_logits, pred_masks, labels, masks,
             class_weight=self.class_weight, mask_weight=self.mask_weight,
             dice_weight=self.dice_weight, focal_alpha=self.focal_alpha,
             focal_gamma=self.focal_gamma, pixel_valid=pixel_valid,
+            mask_loss=self.mask_loss, point_coords=point_coords,
         )
         return match(cost, valid, self.matcher)
+
+    # -- points -----------------------------------------------------------------------------
+
+    def draw_points(self, batch: int, num_targets: int, seed: Any = None) -> dict[str, Any]:
+        """One output's random points, in the original's order of draws.
+
+        Returns a dict: `match` [B, P, 2] (the matcher's, per image), `candidates`
+        [B, N, int(P * oversample_ratio), 2] and `random` [B, N, P - int(P * ratio), 2] (the
+        loss's, per padded target). `seed` defaults to `self.seed_generator`.
+        """
+        seed = self.seed_generator if seed is None else seed
+        # An int seed would repeat the same numbers in every draw: derive one per draw (3).
+        seeds = [seed, seed + 1] if isinstance(seed, int) else [seed, seed]
+        matcher_points = uniform_points(batch, self.num_points, seed=seeds[0])
+        candidates, random_points = draw_candidates(
+            batch * num_targets, self.num_points, self.oversample_ratio,
+            self.importance_sample_ratio, seed=seeds[1])
+        return {
+            "match": matcher_points,
+            "candidates": ops.reshape(candidates, (batch, num_targets, *candidates.shape[1:])),
+            "random": ops.reshape(random_points, (batch, num_targets, *random_points.shape[1:])),
+        }
+
+    def _pair_mask_losses(self, logits, target, pixel_weight=None):
+        """[M] mask loss and [M] dice loss of M pairs; [M, P] logits and targets."""
+        if self.mask_loss == "bce":
+            mask = sigmoid_ce_loss(logits, target, pixel_weight)
+        else:
+            mask = sigmoid_focal_loss(logits, target, self.focal_alpha, self.focal_gamma,
+                                      pixel_weight)
+        return mask, dice_loss(logits, target, pixel_weight)
 
     # -- losses -----------------------------------------------------------------------------
 
     def _layer_losses(self, pred_logits, pred_masks, query_to_target, labels, masks, valid,
-                      pixel_valid, num_masks):
+                      pixel_valid, num_masks, points=None):
         pred_logits = ops.cast(pred_logits, "float32")
         pred_masks = ops.cast(pred_masks, "float32")
         batch, num_queries, num_logits = pred_logits.shape
@@ -222,22 +325,52 @@ class SetCriterion:
         h, w = pred_masks.shape[2], pred_masks.shape[3]
         index = ops.broadcast_to(target_query[:, :, None, None], (batch, num_targets, h, w))
         matched_pred = ops.take_along_axis(pred_masks, index, axis=1)  # [B, N, h, w]
-        matched_pred = bilinear_resize(matched_pred, (height, width))  # [B, N, H, W]
-
-        logits = ops.reshape(matched_pred, (batch * num_targets, height * width))
-        target = ops.reshape(masks, (batch * num_targets, height * width))
-        pixel_weight = None
-        if pixel_valid is not None:
-            pixel_weight = ops.broadcast_to(pixel_valid[:, None], (batch, num_targets, height, width))
-            pixel_weight = ops.reshape(pixel_weight, (batch * num_targets, height * width))
-        focal = sigmoid_focal_loss(logits, target, self.focal_alpha, self.focal_gamma, pixel_weight)
-        dice = dice_loss(logits, target, pixel_weight)
+        if points is not None:
+            focal, dice = self._point_losses(matched_pred, masks, points)
+        else:
+            matched_pred = bilinear_resize(matched_pred, (height, width))  # [B, N, H, W]
+            logits = ops.reshape(matched_pred, (batch * num_targets, height * width))
+            target = ops.reshape(masks, (batch * num_targets, height * width))
+            pixel_weight = None
+            if pixel_valid is not None:
+                pixel_weight = ops.broadcast_to(pixel_valid[:, None],
+                                                (batch, num_targets, height, width))
+                pixel_weight = ops.reshape(pixel_weight, (batch * num_targets, height * width))
+            focal, dice = self._pair_mask_losses(logits, target, pixel_weight)
         pair = ops.reshape(ops.logical_and(target_matched, valid), (batch * num_targets,))
         pair = ops.cast(pair, "float32")
         # where(), not a product: an unmatched padded target must not leak NaN into the sum.
         loss_mask = ops.sum(ops.where(pair > 0, focal, 0.0)) / num_masks
         loss_dice = ops.sum(ops.where(pair > 0, dice, 0.0)) / num_masks
         return {"loss_ce": loss_ce, "loss_mask": loss_mask, "loss_dice": loss_dice}
+
+    def _point_losses(self, matched_pred, masks, points):
+        """Mask and dice loss of every padded target ([B * N] each) at importance-sampled points.
+
+        matched_pred: [B, N, h, w] logits of each target's query; masks: [B, N, H, W]; points:
+        `coords` [B, N, P, 2], or `candidates` and `random` to select them from.
+        """
+        batch, num_targets, h, w = matched_pred.shape
+        pairs = batch * num_targets
+        pred = ops.reshape(matched_pred, (pairs, 1, h, w))
+        if "coords" in points:
+            coords = ops.stop_gradient(ops.cast(points["coords"], "float32"))
+        else:
+            _, num_importance, _ = point_counts(self.num_points, self.oversample_ratio,
+                                                self.importance_sample_ratio)
+            candidates = points["candidates"]
+            random_points = points["random"]
+            coords, _ = select_uncertain_points(
+                pred,
+                ops.reshape(candidates, (pairs, *candidates.shape[2:])),
+                ops.reshape(random_points, (pairs, *random_points.shape[2:])),
+                num_importance,
+            )
+        coords = ops.reshape(coords, (pairs, coords.shape[-2], 2))  # [B*N, P, 2]
+        point_logits = point_sample(pred, coords)[:, 0]  # [B*N, P]
+        target = ops.reshape(masks, (pairs, 1, *masks.shape[2:]))
+        point_labels = ops.stop_gradient(point_sample(target, coords)[:, 0])  # [B*N, P]
+        return self._pair_mask_losses(point_logits, point_labels)
 
     def __call__(self, outputs: dict[str, Any], targets: dict[str, Any]):
         """Computes every loss term and their weighted total.
@@ -257,12 +390,22 @@ class SetCriterion:
         total, terms, _ = self.compute(outputs, targets)
         return total, terms
 
-    def compute(self, outputs: dict[str, Any], targets: dict[str, Any]):
+    def compute(self, outputs: dict[str, Any], targets: dict[str, Any], points=None,
+                seed: Any = None):
         """Like `__call__`, also returning the assignments: (total, terms, matches).
 
         `matches` is a list of [B, Q] int32 target indices (-1: no object), final output first,
         then auxiliary outputs 0, 1, ...
+
+        With `num_points` > 0, `points` may give every output's points (final first) as a list
+        of dicts like `draw_points` returns (`match`, and `candidates` + `random` or the final
+        loss points `coords` [B, N, P, 2]); by default they are drawn from `seed` (an int or a
+        `keras.random.SeedGenerator`), else from `self.seed_generator`.
         """
+        if self.num_points > 0:
+            return self._compute(outputs, targets, points, seed)
+        if points is not None:
+            raise ValueError("points are given but num_points is 0 (dense losses)")
         masks, labels, valid, pixel_valid = self._read_targets(targets)
         local_count = ops.sum(ops.cast(valid, "float32"))
         if self.reduce_num_masks is not None:
@@ -288,6 +431,42 @@ class SetCriterion:
         terms["matcher_nonfinite_costs"] = ops.cast(num_bad, "float32")
         return total, terms, matches
 
+    def _compute(self, outputs, targets, points, seed):
+        """`compute` with point-sampled costs and losses."""
+        masks, labels, valid, _ = self._read_targets(targets, cast_masks=False)
+        local_count = ops.sum(ops.cast(valid, "float32"))
+        if self.reduce_num_masks is not None:
+            local_count = self.reduce_num_masks(local_count)
+        num_masks = ops.stop_gradient(ops.maximum(local_count, 1.0))
+
+        layers = self._layers(outputs)
+        if points is not None and len(points) != len(layers):
+            raise ValueError(f"points: {len(points)} entries for {len(layers)} outputs")
+        batch, num_targets = labels.shape
+        terms: dict[str, Any] = {}
+        matches = []
+        total = 0.0
+        num_bad = 0
+        for i, (suffix, pred_logits, pred_masks) in enumerate(layers):
+            # Drawn layer by layer, in the original's order (matcher, candidates, random).
+            if points is not None:
+                layer_points = points[i]
+            else:
+                layer_seed = seed + 3 * i if isinstance(seed, int) else seed
+                layer_points = self.draw_points(batch, num_targets, layer_seed)
+            query_to_target, bad = self.match_layer(
+                pred_logits, pred_masks, labels, masks, valid,
+                point_coords=layer_points["match"])
+            matches.append(query_to_target)
+            num_bad = num_bad + ops.sum(bad)
+            losses = self._layer_losses(pred_logits, pred_masks, query_to_target, labels, masks,
+                                        valid, None, num_masks, points=layer_points)
+            for name, value in losses.items():
+                terms[name + suffix] = value
+                total = total + self.weights[name] * value
+        terms["matcher_nonfinite_costs"] = ops.cast(num_bad, "float32")
+        return total, terms, matches
+
 
 def build_criterion(loss_config: LossConfig, num_classes: int,
                     reduce_num_masks: Callable[[Any], Any] | None = None) -> SetCriterion:
@@ -302,5 +481,9 @@ def build_criterion(loss_config: LossConfig, num_classes: int,
         focal_gamma=loss_config.focal_gamma,
         matcher=loss_config.matcher,
         ignore_padding=loss_config.ignore_padding,
+        num_points=loss_config.num_points,
+        oversample_ratio=loss_config.oversample_ratio,
+        importance_sample_ratio=loss_config.importance_sample_ratio,
+        mask_loss=loss_config.mask_loss,
         reduce_num_masks=reduce_num_masks,
     )

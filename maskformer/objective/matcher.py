@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
+from maskformer.objective.points import point_sample
 from maskformer.resize import nearest_resize
 
 __all__ = ["compute_cost_matrix", "hungarian_match", "match", "scipy_match"]
@@ -49,13 +50,19 @@ def compute_cost_matrix(
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
     pixel_valid=None,
+    mask_loss: str = "focal",
+    point_coords=None,
 ):
     """The matching cost between every query and every (padded) target of each image.
 
-    cost = class_weight * cost_class + mask_weight * cost_focal + dice_weight * cost_dice, with
-    cost_class = -softmax(logits)[target class], the pairwise sigmoid focal cost averaged over
-    pixels and the pairwise dice cost, computed on the target masks downsampled to the prediction
-    size with PyTorch's nearest rule. No gradient flows through it.
+    cost = class_weight * cost_class + mask_weight * cost_mask + dice_weight * cost_dice, with
+    cost_class = -softmax(logits)[target class], cost_mask the pairwise sigmoid focal cost
+    (`mask_loss` "focal", MaskFormer) or binary cross-entropy ("bce", Mask2Former) averaged over
+    pixels, and the pairwise dice cost. Dense (`point_coords` None): on the target masks
+    downsampled to the prediction size with PyTorch's nearest rule. With `point_coords`: on the
+    predicted logits and the full-size targets both sampled bilinearly at those points
+    (`points.point_sample`, each map in its own frame), as Mask2Former's matcher does. No
+    gradient flows through it.
 
     Args:
         pred_logits: [B, Q, K+1] class logits.
@@ -63,11 +70,18 @@ def compute_cost_matrix(
         target_labels: [B, N] int class ids (padded entries arbitrary; they are clipped).
         target_masks: [B, N, H, W] 0/1 masks (float or bool) at the padded image size.
         pixel_valid: optional [B, H, W] mask of real (non-padding) pixels; when given, only those
-            pixels enter the mask costs (the `ignore_padding` option).
+            pixels enter the mask costs (the `ignore_padding` option; dense only).
+        mask_loss: "focal" or "bce", the kind of cost_mask.
+        point_coords: optional [B, P, 2] normalised (x, y) points, shared by all queries and
+            targets of an image.
 
     Returns:
         [B, Q, N] float32 cost.
     """
+    if mask_loss not in ("focal", "bce"):
+        raise ValueError(f"loss.mask_loss: {mask_loss!r} is not 'focal' or 'bce'")
+    if point_coords is not None and pixel_valid is not None:
+        raise ValueError("pixel_valid (loss.ignore_padding) is not supported with point_coords")
     pred_logits = ops.stop_gradient(ops.cast(pred_logits, "float32"))
     pred_masks = ops.stop_gradient(ops.cast(pred_masks, "float32"))
     batch, num_queries, h, w = pred_masks.shape
@@ -79,26 +93,37 @@ def compute_cost_matrix(
     label_index = ops.broadcast_to(labels[:, None, :], (batch, num_queries, num_targets))
     cost_class = -ops.take_along_axis(probs, label_index, axis=2)  # [B, Q, N]
 
-    targets = nearest_resize(ops.cast(target_masks, "float32"), (h, w))  # [B, N, h, w]
-    targets = ops.reshape(targets, (batch, num_targets, h * w))
-    logits = ops.reshape(pred_masks, (batch, num_queries, h * w))
-    prob = ops.sigmoid(logits)
-    if pixel_valid is None:
-        weight = None
-        num_pixels = float(h * w)
+    weight = None
+    if point_coords is not None:
+        point_coords = ops.stop_gradient(ops.cast(point_coords, "float32"))
+        logits = point_sample(pred_masks, point_coords)  # [B, Q, P]
+        targets = ops.stop_gradient(point_sample(target_masks, point_coords))  # [B, N, P]
+        num_pixels = float(point_coords.shape[1])
+        prob = ops.sigmoid(logits)
     else:
-        weight = nearest_resize(ops.cast(pixel_valid, "float32")[:, None], (h, w))
-        weight = ops.reshape(weight, (batch, 1, h * w))  # [B, 1, hw]
-        num_pixels = ops.maximum(ops.sum(weight, axis=2), 1.0)[:, :, None]  # [B, 1, 1]
+        targets = nearest_resize(ops.cast(target_masks, "float32"), (h, w))  # [B, N, h, w]
+        targets = ops.reshape(targets, (batch, num_targets, h * w))
+        logits = ops.reshape(pred_masks, (batch, num_queries, h * w))
+        prob = ops.sigmoid(logits)
+        if pixel_valid is None:
+            num_pixels = float(h * w)
+        else:
+            weight = nearest_resize(ops.cast(pixel_valid, "float32")[:, None], (h, w))
+            weight = ops.reshape(weight, (batch, 1, h * w))  # [B, 1, hw]
+            num_pixels = ops.maximum(ops.sum(weight, axis=2), 1.0)[:, :, None]  # [B, 1, 1]
 
-    # Pairwise focal cost: every query against every target, summed over pixels, averaged.
-    focal_pos = focal_alpha * (1.0 - prob) ** focal_gamma * _softplus(-logits)  # [B, Q, hw]
-    focal_neg = (1.0 - focal_alpha) * prob**focal_gamma * _softplus(logits)
+    # Pairwise mask cost: every query against every target, summed over pixels, averaged.
+    if mask_loss == "focal":
+        cost_pos = focal_alpha * (1.0 - prob) ** focal_gamma * _softplus(-logits)  # [B, Q, hw]
+        cost_neg = (1.0 - focal_alpha) * prob**focal_gamma * _softplus(logits)
+    else:  # BCE with logits against target 1 and against target 0
+        cost_pos = _softplus(-logits)
+        cost_neg = _softplus(logits)
     pos_t, neg_t = targets, 1.0 - targets
     if weight is not None:
         pos_t, neg_t, prob = pos_t * weight, neg_t * weight, prob * weight
-    cost_focal = (
-        ops.einsum("bqp,bnp->bqn", focal_pos, pos_t) + ops.einsum("bqp,bnp->bqn", focal_neg, neg_t)
+    cost_mask = (
+        ops.einsum("bqp,bnp->bqn", cost_pos, pos_t) + ops.einsum("bqp,bnp->bqn", cost_neg, neg_t)
     ) / num_pixels
 
     # Pairwise dice cost.
@@ -106,7 +131,7 @@ def compute_cost_matrix(
     denominator = ops.sum(prob, axis=2)[:, :, None] + ops.sum(pos_t, axis=2)[:, None, :]
     cost_dice = 1.0 - (numerator + 1.0) / (denominator + 1.0)
 
-    return mask_weight * cost_focal + class_weight * cost_class + dice_weight * cost_dice
+    return mask_weight * cost_mask + class_weight * cost_class + dice_weight * cost_dice
 
 
 # ---------------------------------------------------------------------------------------------
