@@ -20,7 +20,7 @@ BACKEND_INDEPENDENT = ("data", "evaluation")
 # TensorBoard summaries, checkpoint resume): the Keras code they drive (model, losses, train
 # step, post-processing) has tests of its own that run on both backends.
 TENSORFLOW_TOOLING = ("test_cli.py", "test_demo.py", "test_summaries.py", "test_resume.py",
-                      "test_init_checkpoint.py")
+                      "test_init_checkpoint.py", "test_fine_tuning.py")
 
 
 # In CI (`CI` set, as .ci/run runs) a test that would skip because a reference is missing (the

@@ -111,7 +111,7 @@ class Evaluator:
         if self.pq is not None:
             out["panoptic_table"] = self.pq.format_table(per_class=True)
         if self.semantic is not None:
-            out["semantic_table"] = self.semantic.format_table()
+            out["semantic_table"] = self.semantic.format_table(per_class=True)
         if self.instance is not None:
             out["instance_table"] = self.instance.format_table(results=results["instance"])
         return out
