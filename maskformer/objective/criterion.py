@@ -18,8 +18,12 @@ weighted sum of all terms.
 With `num_points` P > 0 (Mask2Former), neither side is resized: the matcher compares queries and
 targets at P uniform random points per image (shared by all of them), and each matched pair's
 losses read the stride-4 logits and the full-size target at P points chosen by PointRend's
-importance sampling (`points.py`), so no [B, N, H, W] logits are ever made. The points are drawn
-with `keras.random` from the criterion's `seed_generator`, or given to `compute(points=...)`.
+importance sampling (`points.py`), so no [B, N, H, W] logits are ever made. The loss points are
+selected only for the matched targets, `point_chunk` at a time in a loop whose length follows the
+number of targets, so padded target slots cost (almost) nothing. The points are drawn from a
+counter-based generator keyed by `compute(seed=...)` (an int, a [2] integer tensor such as the
+trainer's (seed, step)) or by the criterion's `seed_generator`, or given to
+`compute(points=...)`.
 
 Shapes are static: targets are padded to N per image with a validity mask, and the mask losses
 are computed per padded target (the prediction of its matched query) and masked.
@@ -39,7 +43,8 @@ from maskformer.objective.points import (
     draw_candidates,
     point_counts,
     point_sample,
-    select_uncertain_points,
+    random_key,
+    select_points_of_pairs,
     uniform_points,
 )
 from maskformer.resize import bilinear_resize
@@ -121,7 +126,8 @@ class SetCriterion:
             importance_sample_ratio) most uncertain are kept, the rest uniform.
         mask_loss: "focal" (sigmoid focal, MaskFormer) or "bce" (sigmoid cross-entropy,
             Mask2Former), for both the loss and the matcher's cost.
-        seed: seed of the `seed_generator` the points are drawn from (None: random).
+        seed: seed of the `seed_generator` the points are drawn from by default (None: random).
+        point_chunk: how many matched masks' candidates are drawn and ranked at once.
         reduce_num_masks: averages the batch's target count over data-parallel replicas, as
             the original's all-reduce / world size does (the trainer passes
             `training.distribute.replica_mean`); None on one device, or where the batch is
@@ -145,6 +151,7 @@ class SetCriterion:
         importance_sample_ratio: float = 0.75,
         mask_loss: str = "focal",
         seed: int | None = None,
+        point_chunk: int = 64,
         reduce_num_masks: Callable[[Any], Any] | None = None,
     ):
         if matcher not in ("hungarian", "scipy"):
@@ -171,6 +178,9 @@ class SetCriterion:
         self.importance_sample_ratio = importance_sample_ratio
         self.mask_loss = mask_loss
         self.seed = seed
+        if point_chunk < 1:
+            raise ValueError(f"point_chunk {point_chunk} must be >= 1")
+        self.point_chunk = point_chunk
         self.reduce_num_masks = reduce_num_masks
         # The state of the point draws: a variable, updated by every draw (in a compiled step
         # too). Made only where points are drawn, so dense criteria carry no extra state.
@@ -192,6 +202,7 @@ class SetCriterion:
             "importance_sample_ratio": self.importance_sample_ratio,
             "mask_loss": self.mask_loss,
             "seed": self.seed,
+            "point_chunk": self.point_chunk,
         }
 
     @classmethod
@@ -262,25 +273,19 @@ class SetCriterion:
 
     # -- points -----------------------------------------------------------------------------
 
-    def draw_points(self, batch: int, num_targets: int, seed: Any = None) -> dict[str, Any]:
-        """One output's random points, in the original's order of draws.
+    def layer_points(self, batch: int, key, layer: int) -> dict[str, Any]:
+        """One output's drawn points: `match` [B, P, 2] and `draw(slots)` for the loss.
 
-        Returns a dict: `match` [B, P, 2] (the matcher's, per image), `candidates`
-        [B, N, int(P * oversample_ratio), 2] and `random` [B, N, P - int(P * ratio), 2] (the
-        loss's, per padded target). `seed` defaults to `self.seed_generator`.
+        Output `layer` (0: final) uses streams 3 * layer (matcher), + 1 (candidates) and + 2
+        (extra random points) of `key`; a mask's loss points depend on its slot b * N + n.
         """
-        seed = self.seed_generator if seed is None else seed
-        # An int seed would repeat the same numbers in every draw: derive one per draw (3).
-        seeds = [seed, seed + 1] if isinstance(seed, int) else [seed, seed]
-        matcher_points = uniform_points(batch, self.num_points, seed=seeds[0])
-        candidates, random_points = draw_candidates(
-            batch * num_targets, self.num_points, self.oversample_ratio,
-            self.importance_sample_ratio, seed=seeds[1])
-        return {
-            "match": matcher_points,
-            "candidates": ops.reshape(candidates, (batch, num_targets, *candidates.shape[1:])),
-            "random": ops.reshape(random_points, (batch, num_targets, *random_points.shape[1:])),
-        }
+        stream = 3 * layer
+
+        def draw(slots):
+            return draw_candidates(slots, self.num_points, self.oversample_ratio,
+                                   self.importance_sample_ratio, key, stream + 1)
+
+        return {"match": uniform_points(batch, self.num_points, key, stream), "draw": draw}
 
     def _pair_mask_losses(self, logits, target, pixel_weight=None):
         """[M] mask loss and [M] dice loss of M pairs; [M, P] logits and targets."""
@@ -326,7 +331,8 @@ class SetCriterion:
         index = ops.broadcast_to(target_query[:, :, None, None], (batch, num_targets, h, w))
         matched_pred = ops.take_along_axis(pred_masks, index, axis=1)  # [B, N, h, w]
         if points is not None:
-            focal, dice = self._point_losses(matched_pred, masks, points)
+            pair_valid = ops.reshape(ops.logical_and(target_matched, valid), (-1,))
+            focal, dice = self._point_losses(matched_pred, masks, points, pair_valid)
         else:
             matched_pred = bilinear_resize(matched_pred, (height, width))  # [B, N, H, W]
             logits = ops.reshape(matched_pred, (batch * num_targets, height * width))
@@ -344,11 +350,13 @@ class SetCriterion:
         loss_dice = ops.sum(ops.where(pair > 0, dice, 0.0)) / num_masks
         return {"loss_ce": loss_ce, "loss_mask": loss_mask, "loss_dice": loss_dice}
 
-    def _point_losses(self, matched_pred, masks, points):
+    def _point_losses(self, matched_pred, masks, points, pair_valid):
         """Mask and dice loss of every padded target ([B * N] each) at importance-sampled points.
 
         matched_pred: [B, N, h, w] logits of each target's query; masks: [B, N, H, W]; points:
-        `coords` [B, N, P, 2], or `candidates` and `random` to select them from.
+        `coords` [B, N, P, 2], or `candidates` [B, N, C, 2] and `random` [B, N, R, 2] to select
+        from, or `draw(slots)`; pair_valid [B * N]: the matched valid targets, the only ones whose
+        points are selected (the others' losses are computed on unspecified points and dropped).
         """
         batch, num_targets, h, w = matched_pred.shape
         pairs = batch * num_targets
@@ -356,16 +364,21 @@ class SetCriterion:
         if "coords" in points:
             coords = ops.stop_gradient(ops.cast(points["coords"], "float32"))
         else:
+            draw = points.get("draw")
+            if draw is None:
+                candidates = ops.reshape(points["candidates"],
+                                         (pairs, *points["candidates"].shape[2:]))
+                random_points = ops.reshape(points["random"],
+                                            (pairs, *points["random"].shape[2:]))
+
+                def draw(slots):
+                    return (ops.take(candidates, slots, axis=0),
+                            ops.take(random_points, slots, axis=0))
+
             _, num_importance, _ = point_counts(self.num_points, self.oversample_ratio,
                                                 self.importance_sample_ratio)
-            candidates = points["candidates"]
-            random_points = points["random"]
-            coords, _ = select_uncertain_points(
-                pred,
-                ops.reshape(candidates, (pairs, *candidates.shape[2:])),
-                ops.reshape(random_points, (pairs, *random_points.shape[2:])),
-                num_importance,
-            )
+            coords = select_points_of_pairs(pred, pair_valid, draw, self.num_points,
+                                            num_importance, chunk=self.point_chunk)
         coords = ops.reshape(coords, (pairs, coords.shape[-2], 2))  # [B*N, P, 2]
         point_logits = point_sample(pred, coords)[:, 0]  # [B*N, P]
         target = ops.reshape(masks, (pairs, 1, *masks.shape[2:]))
@@ -399,8 +412,9 @@ class SetCriterion:
 
         With `num_points` > 0, `points` may give every output's points (final first) as a list
         of dicts like `draw_points` returns (`match`, and `candidates` + `random` or the final
-        loss points `coords` [B, N, P, 2]); by default they are drawn from `seed` (an int or a
-        `keras.random.SeedGenerator`), else from `self.seed_generator`.
+        loss points `coords` [B, N, P, 2]); by default they are drawn with the key of `seed`
+        (an int, a [2] integer tensor or a `keras.random.SeedGenerator`), else of
+        `self.seed_generator` (which then advances by one).
         """
         if self.num_points > 0:
             return self._compute(outputs, targets, points, seed)
@@ -442,18 +456,16 @@ class SetCriterion:
         layers = self._layers(outputs)
         if points is not None and len(points) != len(layers):
             raise ValueError(f"points: {len(points)} entries for {len(layers)} outputs")
-        batch, num_targets = labels.shape
+        batch = labels.shape[0]
+        key = None
+        if points is None:
+            key = random_key(self.seed_generator if seed is None else seed)
         terms: dict[str, Any] = {}
         matches = []
         total = 0.0
         num_bad = 0
         for i, (suffix, pred_logits, pred_masks) in enumerate(layers):
-            # Drawn layer by layer, in the original's order (matcher, candidates, random).
-            if points is not None:
-                layer_points = points[i]
-            else:
-                layer_seed = seed + 3 * i if isinstance(seed, int) else seed
-                layer_points = self.draw_points(batch, num_targets, layer_seed)
+            layer_points = points[i] if points is not None else self.layer_points(batch, key, i)
             query_to_target, bad = self.match_layer(
                 pred_logits, pred_masks, labels, masks, valid,
                 point_coords=layer_points["match"])

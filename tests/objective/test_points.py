@@ -6,14 +6,18 @@ import json
 
 import numpy as np
 import pytest
+from keras import ops
 
 from maskformer.config import ConfigError, LossConfig
 from maskformer.objective.criterion import SetCriterion, build_criterion
 from maskformer.objective.matcher import compute_cost_matrix
 from maskformer.objective.points import (
+    counter_uniform,
     draw_candidates,
     point_counts,
     point_sample,
+    random_key,
+    select_points_of_pairs,
     select_uncertain_points,
     uniform_points,
 )
@@ -118,13 +122,85 @@ def test_point_sample_matches_torch_grid_sample():
     np.testing.assert_allclose(to_numpy(point_sample(masks, coords)), expected, atol=1e-6)
 
 
-def test_draws_have_the_original_counts_and_range():
+def _np_mix32(x):
+    x = x.astype(np.uint64) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def np_counter_uniform(counters, key, stream):
+    """A NumPy transcription of the generator (lowbias32 rounds, top 24 bits)."""
+    k0 = _np_mix32(np.array(key[0] ^ ((stream * 0x9E3779B9) & 0xFFFFFFFF)))
+    k1 = _np_mix32(np.array((key[1] + int(k0)) & 0xFFFFFFFF))
+    x = _np_mix32(_np_mix32((counters.astype(np.uint64) + k0) & 0xFFFFFFFF) ^ k1)
+    return (x >> 8).astype(np.float32) / 2**24
+
+
+def test_counter_generator_matches_numpy_and_is_uniform():
+    counters = np.arange(0, 200_000, dtype=np.uint32)
+    key = to_numpy(random_key(2**32 + 7))
+    assert key.tolist() == [7, 1]
+    drawn = to_numpy(quick(lambda c, k: counter_uniform(c, k, 5))(counters, key))
+    np.testing.assert_array_equal(drawn, np_counter_uniform(counters, key, 5))
+    assert drawn.min() >= 0 and drawn.max() < 1
+    # 20 equal bins: chi-square with 19 degrees of freedom below its 0.999 quantile (43.8).
+    counts = np.histogram(drawn, bins=20, range=(0, 1))[0]
+    expected = len(drawn) / 20
+    assert ((counts - expected) ** 2 / expected).sum() < 43.8
+    # Neighbouring numbers, other streams and other keys are uncorrelated.
+    other_stream = to_numpy(counter_uniform(counters, key, 6))
+    other_key = to_numpy(counter_uniform(counters, random_key(8), 5))
+    for a, b in ((drawn[:-1], drawn[1:]), (drawn, other_stream), (drawn, other_key)):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.01
+
+
+def test_draws_have_the_original_counts_and_depend_only_on_the_slot():
     assert point_counts(50, 3.0, 0.75) == (150, 37, 13)
-    candidates, random_points = to_numpy(draw_candidates(4, 50, 3.0, 0.75, seed=3))
+    key = random_key(3)
+    candidates, random_points = to_numpy(
+        draw_candidates(np.arange(4, dtype=np.int32), 50, 3.0, 0.75, key))
     assert candidates.shape == (4, 150, 2) and random_points.shape == (4, 13, 2)
     assert not np.array_equal(candidates[:, :13], random_points)
-    points = to_numpy(uniform_points(2, 64, seed=1))
+    again = to_numpy(draw_candidates(np.array([3, 1], np.int32), 50, 3.0, 0.75, key))
+    np.testing.assert_array_equal(again[0], candidates[[3, 1]])
+    np.testing.assert_array_equal(again[1], random_points[[3, 1]])
+    points = to_numpy(uniform_points(2, 64, key))
     assert points.shape == (2, 64, 2) and points.min() >= 0 and points.max() < 1
+    assert not np.array_equal(points[0], points[1])
+
+
+def test_seed_generator_keys_advance():
+    import keras
+
+    generator = keras.random.SeedGenerator(11)
+    first, second = to_numpy(random_key(generator)), to_numpy(random_key(generator))
+    assert first.tolist() == [11, 0] and second.tolist() == [11, 1]
+    assert to_numpy(random_key(np.array([-1, 5], np.int32))).tolist() == [2**32 - 1, 5]
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 64])
+def test_selection_of_valid_pairs_equals_selection_row_by_row(chunk):
+    rng = np.random.default_rng(4)
+    m, k = 7, 5
+    logits = rng.normal(0, 2, (m, 1, 9, 11)).astype(np.float32)
+    candidates = rng.uniform(0, 1, (m, 24, 2)).astype(np.float32)
+    random_points = rng.uniform(0, 1, (m, 3, 2)).astype(np.float32)
+    valid = np.array([True, False, True, True, False, False, True])
+
+    def draw(slots):
+        return ops.take(candidates, slots, axis=0), ops.take(random_points, slots, axis=0)
+
+    coords = to_numpy(quick(lambda x, v: select_points_of_pairs(x, v, draw, k + 3, k,
+                                                                chunk=chunk))(logits, valid))
+    expected, _ = to_numpy(select_uncertain_points(logits, candidates, random_points, k))
+    assert coords.shape == (m, k + 3, 2) and np.all(np.isfinite(coords))
+    np.testing.assert_array_equal(coords[valid], expected[valid])
+    none = to_numpy(quick(lambda x, v: select_points_of_pairs(x, v, draw, k + 3, k,
+                                                              chunk=chunk))(logits, valid & False))
+    assert np.all(none == 0)  # no valid pair: the loop does not run
 
 
 def test_selection_keeps_the_most_uncertain_candidates():
@@ -322,13 +398,13 @@ def test_compiled_criterion_with_drawn_points_has_finite_gradients():
     outputs = {"pred_logits": classes, "pred_masks": logits,
                "aux_outputs": [{"pred_logits": classes * 0.5, "pred_masks": logits * 0.5}]}
     criterion = SetCriterion(5, num_points=32, mask_loss="bce", seed=0)
-    # JAX: an int seed (a SeedGenerator's state is not threaded through a bare jax.jit).
+    # JAX: a key (a SeedGenerator's state is not threaded through a bare jax.jit).
     import keras
 
     if keras.backend.backend() == "jax":
         criterion.seed_generator = None
         original = criterion.compute
-        criterion.compute = lambda o, t: original(o, t, seed=7)
+        criterion.compute = lambda o, t: original(o, t, seed=np.array([7, 3], np.int32))
     total, terms, _, grads = compiled_value_and_grad(
         criterion, outputs, {"masks": masks, "labels": labels, "valid": valid})
     assert np.isfinite(total) and terms["loss_mask"] > 0 and terms["loss_dice_0"] > 0
