@@ -100,6 +100,18 @@ def replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def replica_index():
+    """This replica's number in its sync group (a tensor in a tf.distribute replica context;
+    0 elsewhere and on JAX)."""
+    if not _tensorflow():
+        return 0
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+        return tf.distribute.get_replica_context().replica_id_in_sync_group
+    return 0
+
+
 def multi_worker() -> bool:
     """Whether training runs under MultiWorkerMirroredStrategy with more than one worker."""
     if not _tensorflow():

@@ -87,12 +87,19 @@ class MaskFormerTrainer(distribute.FirstReplicaBuild, keras.Model):
     logged under its own name (`loss_ce`, `loss_mask_0`, ...). Every log is the step's own
     value: `loss` and `step_loss` the step's total, not Keras' running mean, so that the logs of
     a resumed run are those of an uninterrupted one.
+
+    A point-sampled criterion (`loss.num_points` > 0) draws each step's points with the key
+    (`point_seed`, step * replicas + replica): fresh points every step and on every replica,
+    and the same ones again in a resumed run (the step is the optimizer's, which checkpoints
+    keep), on TensorFlow and JAX alike.
     """
 
-    def __init__(self, network: MaskFormer, criterion, **kwargs):
+    def __init__(self, network: MaskFormer, criterion, point_seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.criterion = criterion
+        self.point_seed = point_seed
+        self._step_value = None  # JAX: the traced step of the train step being built
         self.term_trackers: dict[str, LastValue] = {}
         for name in self._term_names():
             self.term_trackers[name] = LastValue(name=name)
@@ -110,7 +117,10 @@ class MaskFormerTrainer(distribute.FirstReplicaBuild, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         y = {k: keras.ops.cast(v, "bool") if k in _FLAGS else v for k, v in y.items()}
-        total, terms = self.criterion(y_pred, y)
+        if getattr(self.criterion, "num_points", 0) > 0:
+            total, terms, _ = self.criterion.compute(y_pred, y, seed=self.point_key())
+        else:
+            total, terms = self.criterion(y_pred, y)
         for name, tracker in self.term_trackers.items():
             if name in terms:
                 tracker.update_state(terms[name])
@@ -121,9 +131,26 @@ class MaskFormerTrainer(distribute.FirstReplicaBuild, keras.Model):
     def metrics(self):
         return [*super().metrics, *self.term_trackers.values(), self.step_loss]
 
+    def point_key(self):
+        """[2] int32 key of this step's random points: (point_seed, step * replicas + replica)."""
+        step = self._step_value if self._step_value is not None else self.optimizer.iterations
+        stream = (keras.ops.cast(step, "int32") * distribute.replicas()
+                  + keras.ops.cast(distribute.replica_index(), "int32"))
+        return keras.ops.stack([keras.ops.convert_to_tensor(self.point_seed, "int32"), stream])
+
     def train_step(self, *args):
         # (data) on TensorFlow, (state, data) on JAX, which returns (logs, state).
-        result = super().train_step(*args)
+        if len(args) == 2:
+            # JAX's stateless step: the optimizer's variables come in the state, in the order
+            # of `optimizer.variables`; the step counter is read from there.
+            optimizer_variables = args[0][2]
+            index = [id(v) for v in self.optimizer.variables].index(
+                id(self.optimizer.iterations))
+            self._step_value = optimizer_variables[index]
+        try:
+            result = super().train_step(*args)
+        finally:
+            self._step_value = None
         logs, state = result if isinstance(result, tuple) else (result, None)
         logs = dict(logs)
         logs["loss"] = logs["step_loss"]  # the step's total, not the running mean
@@ -291,7 +318,7 @@ def build_trainer(config: ExperimentConfig) -> MaskFormerTrainer:
                                     reduce_num_masks=distribute.replica_mean)
         # The host (scipy) matcher cannot be compiled; JAX always compiles the whole step.
         jit = keras.backend.backend() == "jax" or config.loss.matcher != "scipy"
-        trainer = MaskFormerTrainer(network, criterion)
+        trainer = MaskFormerTrainer(network, criterion, point_seed=config.train.seed)
         optimizer = build_optimizer(config.train)
         if config.train.mixed_precision == "float16":
             # Wrapped here rather than by `compile`, so that skipped steps count (see there).
