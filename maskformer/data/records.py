@@ -102,7 +102,10 @@ def serialize_sample(sample: Sample) -> bytes:
         "segments/iscrowd": i(sample.iscrowd),
         "segments/area": i(sample.areas),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic=True writes the feature map sorted by key: without it the order (and so
+    # the shard bytes) can differ from one process to the next.
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
 
 
 def _feature_spec() -> dict[str, Any]:

@@ -60,6 +60,26 @@ def test_shards_are_deterministic_across_workers(shapes_dir, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+def test_records_are_byte_identical_across_processes(tmp_path):
+    """The feature map is written sorted, so two interpreters (different hash seeds) write the
+    same bytes for the same sample."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from maskformer.data.records import Sample, "
+            "serialize_sample; sys.stdout.buffer.write(serialize_sample(Sample(b'jpg', 'jpeg', "
+            "2, 3, 7, 'a.jpg', np.ones((2, 3), np.int32), [1], [4], [0], [6])))")
+    outputs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        outputs.append(subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                      capture_output=True, cwd=Path(__file__).parents[2]).stdout)
+    example = tf.train.Example.FromString(outputs[0])
+    assert example.features.feature["image/id"].int64_list.value == [7]
+    assert outputs[0] == outputs[1]
+
+
 def test_shapes_generation_is_deterministic_per_seed(tmp_path):
     from maskformer.data import shapes
 
