@@ -15,7 +15,12 @@ warm-up call and `--runs` timed ones, minus the same reading taken once the inpu
 resident set passes `--max-gib` or that runs past `--max-seconds`, and reports that instead.
 
     KERAS_BACKEND=tensorflow python benchmarks/mask_loss_memory.py [--points 0 12544]
-        [--runs 3] [--batch 8] [--size 640] [--valid 30]
+        [--runs 3] [--batch 8] [--size 640] [--valid 30] [--whole-step]
+
+`--whole-step` measures the whole training step instead: Keras `train_on_batch` of the
+`maskformer_coco_panoptic_r50` experiment (R50 + FPN, 133 classes, forward, matching, losses,
+backward, clipping and the AdamW update, one XLA program) on random images with the same
+targets; its baseline also holds the model and optimizer.
 """
 
 from __future__ import annotations
@@ -132,6 +137,39 @@ def measure(num_points: int, batch: int, size: int, valid: int, runs: int) -> di
             "step_s": statistics.median(seconds), "loss": value}
 
 
+def measure_whole_step(num_points: int, batch: int, size: int, valid: int, runs: int) -> dict:
+    """The training step of the R50 COCO panoptic model in this process."""
+    import keras
+    import numpy as np
+
+    from maskformer.experiments import get_experiment
+    from maskformer.training.trainer import build_trainer
+
+    _, targets = make_inputs(batch, size, valid)
+    images = np.random.default_rng(1).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    config = get_experiment("maskformer_coco_panoptic_r50")
+    config.data.max_instances = NUM_QUERIES
+    config.loss.num_points = num_points
+    keras.utils.set_random_seed(0)
+    trainer = build_trainer(config)
+
+    def run():
+        return float(trainer.train_on_batch(images, targets, return_dict=True)["loss"])
+
+    baseline = peak_rss_gib()
+    start = time.perf_counter()
+    run()
+    first_s = time.perf_counter() - start
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        value = run()
+        seconds.append(time.perf_counter() - start)
+    return {"num_points": num_points, "baseline_gib": baseline,
+            "peak_gib": peak_rss_gib() - baseline, "first_s": first_s,
+            "step_s": statistics.median(seconds), "loss": value}
+
+
 def run_child(command: list[str], max_gib: float, max_seconds: float) -> dict | str:
     """Runs one measuring process; the parsed row, or why it was stopped."""
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -168,11 +206,14 @@ def main() -> None:
     parser.add_argument("--valid", type=int, default=30, help="valid targets per image")
     parser.add_argument("--max-gib", type=float, default=20.0)
     parser.add_argument("--max-seconds", type=float, default=900.0)
+    parser.add_argument("--whole-step", action="store_true",
+                        help="the R50 model's whole training step, not the criterion alone")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child is not None:
-        row = measure(args.child, args.batch, args.size, args.valid, args.runs)
+        row = (measure_whole_step if args.whole_step else measure)(
+            args.child, args.batch, args.size, args.valid, args.runs)
         print(json.dumps(row), flush=True)
         return
 
@@ -180,11 +221,13 @@ def main() -> None:
     for num_points in args.points:  # one at a time: the peaks must not add up on the machine
         command = [sys.executable, __file__, "--child", str(num_points), "--runs", str(args.runs),
                    "--batch", str(args.batch), "--size", str(args.size), "--valid",
-                   str(args.valid)]
+                   str(args.valid)] + (["--whole-step"] if args.whole_step else [])
         rows.append((num_points, run_child(command, args.max_gib, args.max_seconds)))
         print(num_points, rows[-1][1], file=sys.stderr, flush=True)
 
-    print(f"SetCriterion forward + backward, {1 + AUX_LAYERS} outputs, batch {args.batch}, "
+    what = ("R50 training step (train_on_batch)" if args.whole_step
+            else "SetCriterion forward + backward")
+    print(f"{what}, {1 + AUX_LAYERS} outputs, batch {args.batch}, "
           f"{args.size}x{args.size} targets ({args.valid} valid of {NUM_QUERIES}), "
           f"{NUM_CLASSES} classes, backend {os.environ['KERAS_BACKEND']}, XLA; median of "
           f"{args.runs} steps after a warm-up")

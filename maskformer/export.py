@@ -247,10 +247,9 @@ class SegmentationGraph:
                     tf.cast(images, tf.float32), (new_h, new_w), method="bilinear",
                     antialias=shrinks)), 0.0, 255.0)
             padded = tf.pad(resized, [[0, 0], [0, pad_h - new_h], [0, pad_w - new_w], [0, 0]])
-            sizes = np.array([[new_h, new_w]] * batch, np.int32) if isinstance(batch, int) \
-                else tf.tile([[new_h, new_w]], [batch, 1])
-            originals = np.array([[height, width]] * batch, np.int32) if isinstance(
-                batch, int) else tf.tile([[height, width]], [batch, 1])
+            # `batch` is an int or a tensor: tf.tile takes either.
+            sizes = tf.tile(tf.constant([[new_h, new_w]], tf.int32), [batch, 1])
+            originals = tf.tile(tf.constant([[height, width]], tf.int32), [batch, 1])
             return self.run(padded, sizes, originals, (height, width))
         new_h, new_w = self._new_size(height, width)
         resized = augment.resize_image(images, new_h, new_w)

@@ -328,8 +328,11 @@ class SetCriterion:
         target_matched = ops.any(hits, axis=1)  # [B, N]
         target_query = ops.cast(ops.argmax(ops.cast(hits, "int32"), axis=1), "int32")  # [B, N]
         h, w = pred_masks.shape[2], pred_masks.shape[3]
-        index = ops.broadcast_to(target_query[:, :, None, None], (batch, num_targets, h, w))
-        matched_pred = ops.take_along_axis(pred_masks, index, axis=1)  # [B, N, h, w]
+        # One gather of whole maps by flat query number (no [B, N, h, w] index tensor).
+        flat_query = target_query + ops.arange(batch, dtype="int32")[:, None] * num_queries
+        matched_pred = ops.take(ops.reshape(pred_masks, (batch * num_queries, h, w)),
+                                ops.reshape(flat_query, (-1,)), axis=0)
+        matched_pred = ops.reshape(matched_pred, (batch, num_targets, h, w))
         if points is not None:
             pair_valid = ops.reshape(ops.logical_and(target_matched, valid), (-1,))
             focal, dice = self._point_losses(matched_pred, masks, points, pair_valid)
