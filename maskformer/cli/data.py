@@ -133,6 +133,12 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
                          help="folder for the report files (default: FOLDER/inspect, FOLDER "
                               "being that of the first record file)")
     inspect.add_argument("--num-images", type=int, default=16, help="images to draw")
+    inspect.add_argument("--record-format", default="maskformer",
+                         choices=("maskformer", "model_garden"),
+                         help="records of `maskformer data` (default) or of the Model Garden's "
+                              "create_coco_tf_record.py (then --dataset-info is the COCO "
+                              "panoptic annotation file)")
+    inspect.add_argument("--no-progress", action="store_true", help="no progress bar")
     inspect.set_defaults(func=run_inspect)
     return data
 
@@ -202,7 +208,9 @@ def run_inspect(args) -> int:
     if args.num_images < 0:
         raise DataError(f"--num-images must not be negative, got {args.num_images}")
     print(inspect.inspect_records(args.records, dataset_info=args.dataset_info,
-                                  out_dir=args.out, num_images=args.num_images))
+                                  out_dir=args.out, num_images=args.num_images,
+                                  progress=not args.no_progress,
+                                  record_format=args.record_format))
     return 0
 
 
