@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -192,6 +193,9 @@ def run_child(command: list[str], max_gib: float, max_seconds: float) -> dict | 
     out, err = child.communicate()
     if child.returncode != 0:
         sys.stderr.write(err[-4000:])
+        oom = re.findall(r"Out of memory while trying to allocate ([0-9.]+ ?[KMGT]i?B)", err)
+        if oom:  # the framework refused one allocation
+            return f"out of memory: one allocation of {oom[-1]} refused"
         return f"failed (exit status {child.returncode})"
     return json.loads(out.strip().splitlines()[-1])
 
