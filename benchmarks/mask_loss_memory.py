@@ -78,6 +78,23 @@ def make_inputs(batch: int, size: int, valid: int, seed: int = 0):
     return outputs, {"masks": masks, "labels": labels, "valid": flags}
 
 
+def time_steps(run, num_points: int, runs: int) -> dict:
+    """Peak memory above the reading before the first call, the first call's time and the
+    median of `runs` further calls: the row of the table, as a dict."""
+    baseline = peak_rss_gib()
+    start = time.perf_counter()
+    run()  # warm-up: tracing and compilation
+    first_s = time.perf_counter() - start
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        value = run()
+        seconds.append(time.perf_counter() - start)
+    return {"num_points": num_points, "baseline_gib": baseline,
+            "peak_gib": peak_rss_gib() - baseline, "first_s": first_s,
+            "step_s": statistics.median(seconds), "loss": value}
+
+
 def measure(num_points: int, batch: int, size: int, valid: int, runs: int) -> dict:
     """One configuration in this process: the row of the table, as a dict."""
     import keras
@@ -124,18 +141,7 @@ def measure(num_points: int, batch: int, size: int, valid: int, runs: int) -> di
             _ = [g.numpy() for g in grads]
             return float(value)
 
-    baseline = peak_rss_gib()
-    start = time.perf_counter()
-    run()  # warm-up: tracing and compilation
-    first_s = time.perf_counter() - start
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        value = run()
-        seconds.append(time.perf_counter() - start)
-    return {"num_points": num_points, "baseline_gib": baseline,
-            "peak_gib": peak_rss_gib() - baseline, "first_s": first_s,
-            "step_s": statistics.median(seconds), "loss": value}
+    return time_steps(run, num_points, runs)
 
 
 def measure_whole_step(num_points: int, batch: int, size: int, valid: int, runs: int) -> dict:
@@ -157,18 +163,7 @@ def measure_whole_step(num_points: int, batch: int, size: int, valid: int, runs:
     def run():
         return float(trainer.train_on_batch(images, targets, return_dict=True)["loss"])
 
-    baseline = peak_rss_gib()
-    start = time.perf_counter()
-    run()
-    first_s = time.perf_counter() - start
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        value = run()
-        seconds.append(time.perf_counter() - start)
-    return {"num_points": num_points, "baseline_gib": baseline,
-            "peak_gib": peak_rss_gib() - baseline, "first_s": first_s,
-            "step_s": statistics.median(seconds), "loss": value}
+    return time_steps(run, num_points, runs)
 
 
 def run_child(command: list[str], max_gib: float, max_seconds: float) -> dict | str:

@@ -208,6 +208,62 @@ def weight_map(model: MaskFormer) -> list[Target]:
     return m.targets
 
 
+def mask2former_pixel_decoder_map(decoder,
+                                  prefix: str = "sem_seg_head.pixel_decoder") -> list[Target]:
+    """Every variable of an `MSDeformAttnPixelDecoder` with the original Mask2Former's names."""
+    m = _Mapper()
+    for level, proj in enumerate(decoder.input_proj):  # nn.Sequential(conv, GroupNorm)
+        m.add(proj.conv.kernel, f"{prefix}.input_proj.{level}.0.weight", _conv)
+        m.add(proj.conv.bias, f"{prefix}.input_proj.{level}.0.bias")
+        m.layer_norm(proj.norm, f"{prefix}.input_proj.{level}.1")
+    m.add(decoder.transformer.level_embed, f"{prefix}.transformer.level_embed")
+    for i, layer in enumerate(decoder.transformer.encoder_layers):
+        name = f"{prefix}.transformer.encoder.layers.{i}"
+        for proj in ("sampling_offsets", "attention_weights", "value_proj", "output_proj"):
+            m.dense(getattr(layer.self_attn, proj), f"{name}.self_attn.{proj}")
+        m.layer_norm(layer.norm1, f"{name}.norm1")
+        m.dense(layer.linear1, f"{name}.linear1")
+        m.dense(layer.linear2, f"{name}.linear2")
+        m.layer_norm(layer.norm2, f"{name}.norm2")
+    for i, (adapter, output) in enumerate(zip(decoder.adapters, decoder.fpn_layers, strict=True),
+                                          start=1):
+        m.conv(adapter, f"{prefix}.adapter_{i}")
+        m.conv(output, f"{prefix}.layer_{i}")
+    m.conv(decoder.mask_features, f"{prefix}.mask_features")
+    return m.targets
+
+
+def mask2former_predictor_map(decoder, prefix: str = "sem_seg_head.predictor") -> list[Target]:
+    """Every variable of a `MaskedAttentionDecoder` with the original Mask2Former's names."""
+    m = _Mapper()
+    for i, layer in enumerate(decoder.layers):
+        m.attention(layer.self_attn, f"{prefix}.transformer_self_attention_layers.{i}.self_attn")
+        m.layer_norm(layer.self_norm, f"{prefix}.transformer_self_attention_layers.{i}.norm")
+        m.attention(layer.cross_attn,
+                    f"{prefix}.transformer_cross_attention_layers.{i}.multihead_attn")
+        m.layer_norm(layer.cross_norm, f"{prefix}.transformer_cross_attention_layers.{i}.norm")
+        m.dense(layer.ffn.linear1, f"{prefix}.transformer_ffn_layers.{i}.linear1")
+        m.dense(layer.ffn.linear2, f"{prefix}.transformer_ffn_layers.{i}.linear2")
+        m.layer_norm(layer.ffn_norm, f"{prefix}.transformer_ffn_layers.{i}.norm")
+    m.layer_norm(decoder.decoder_norm, f"{prefix}.decoder_norm")
+    for name in ("query_feat", "query_embed", "level_embed"):
+        m.add(getattr(decoder, name), f"{prefix}.{name}.weight")
+    for level, proj in enumerate(decoder.input_proj):
+        if proj is not None:  # an identity (empty nn.Sequential) has no weights
+            m.conv(proj, f"{prefix}.input_proj.{level}")
+    m.dense(decoder.class_embed, f"{prefix}.class_embed")
+    for i, dense in enumerate(decoder.mask_embed.dense):
+        m.dense(dense, f"{prefix}.mask_embed.layers.{i}")
+    return m.targets
+
+
+def assign_weight_map(targets: list[Target], state: dict[str, np.ndarray],
+                      source: str = "checkpoint") -> None:
+    """Sets the variables of a weight map (such as `mask2former_predictor_map`'s) from `state`,
+    strictly: every name of the map present, nothing else in `state`, every shape right."""
+    _assign_strictly(targets, {}, state, source)
+
+
 def normalize_names(state: dict[str, np.ndarray], naming: str = "auto") -> dict[str, np.ndarray]:
     """Rewrites the head's old (released-checkpoint) names to the new ones.
 

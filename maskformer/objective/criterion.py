@@ -333,8 +333,9 @@ class SetCriterion:
         matched_pred = ops.take(ops.reshape(pred_masks, (batch * num_queries, h, w)),
                                 ops.reshape(flat_query, (-1,)), axis=0)
         matched_pred = ops.reshape(matched_pred, (batch, num_targets, h, w))
+        # The pairs whose losses count: valid targets that a query was matched to. [B * N]
+        pair_valid = ops.reshape(ops.logical_and(target_matched, valid), (batch * num_targets,))
         if points is not None:
-            pair_valid = ops.reshape(ops.logical_and(target_matched, valid), (-1,))
             focal, dice = self._point_losses(matched_pred, masks, points, pair_valid)
         else:
             matched_pred = bilinear_resize(matched_pred, (height, width))  # [B, N, H, W]
@@ -346,11 +347,9 @@ class SetCriterion:
                                                 (batch, num_targets, height, width))
                 pixel_weight = ops.reshape(pixel_weight, (batch * num_targets, height * width))
             focal, dice = self._pair_mask_losses(logits, target, pixel_weight)
-        pair = ops.reshape(ops.logical_and(target_matched, valid), (batch * num_targets,))
-        pair = ops.cast(pair, "float32")
         # where(), not a product: an unmatched padded target must not leak NaN into the sum.
-        loss_mask = ops.sum(ops.where(pair > 0, focal, 0.0)) / num_masks
-        loss_dice = ops.sum(ops.where(pair > 0, dice, 0.0)) / num_masks
+        loss_mask = ops.sum(ops.where(pair_valid, focal, 0.0)) / num_masks
+        loss_dice = ops.sum(ops.where(pair_valid, dice, 0.0)) / num_masks
         return {"loss_ce": loss_ce, "loss_mask": loss_mask, "loss_dice": loss_dice}
 
     def _point_losses(self, matched_pred, masks, points, pair_valid):

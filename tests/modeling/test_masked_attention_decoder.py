@@ -14,82 +14,22 @@ import numpy as np
 import pytest
 from keras import ops
 
+from maskformer.conversion.detectron2 import assign_weight_map, mask2former_predictor_map
 from maskformer.modeling.masked_attention_decoder import MaskedAttentionDecoder, attention_mask
 from maskformer.modeling.position_encoding import sine_position_encoding
 from tests.conftest import reference_file
+from tests.modeling.mask2former_reference import close, nhwc
 from tests.objective.helpers import to_numpy
 
 PREFIX = "sem_seg_head.predictor."
 
 
-def nhwc(x):
-    return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
-
-
-def close(ours, ref, name, rel=2e-5):
-    """max |ours - ref| <= rel * max |ref| (the README's float32 tolerance)."""
-    ours = np.asarray(ours)
-    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
-    err = float(np.max(np.abs(ours - ref)))
-    limit = rel * float(np.max(np.abs(ref)))
-    assert err <= limit, f"{name}: max |ours - ref| = {err:.3g} > {limit:.3g}"
-
-
 def assign_original(decoder: MaskedAttentionDecoder, state: dict) -> None:
-    """Loads the original decoder's state dict (names without the predictor prefix).
-
-    Every original tensor must be used and every Keras weight set exactly once.
-    """
-    assigned = set()
-    state = dict(state)
-
-    def put(variable, value):
-        assert variable.path not in assigned, f"{variable.path} assigned twice"
-        assert tuple(variable.shape) == value.shape, (variable.path, variable.shape, value.shape)
-        variable.assign(value)
-        assigned.add(variable.path)
-
-    def take(name):
-        return state.pop(name)
-
-    def dense(layer, name):
-        put(layer.kernel, take(f"{name}.weight").T)
-        put(layer.bias, take(f"{name}.bias"))
-
-    def norm(layer, name):
-        put(layer.gamma, take(f"{name}.weight"))
-        put(layer.beta, take(f"{name}.bias"))
-
-    def attention(mha, name):
-        weight, bias = take(f"{name}.in_proj_weight"), take(f"{name}.in_proj_bias")
-        d = mha.dim
-        for j, proj in enumerate((mha.q_proj, mha.k_proj, mha.v_proj)):
-            put(proj.kernel, weight[j * d:(j + 1) * d].T)
-            put(proj.bias, bias[j * d:(j + 1) * d])
-        dense(mha.out_proj, f"{name}.out_proj")
-
-    for i, layer in enumerate(decoder.layers):
-        attention(layer.self_attn, f"transformer_self_attention_layers.{i}.self_attn")
-        norm(layer.self_norm, f"transformer_self_attention_layers.{i}.norm")
-        attention(layer.cross_attn, f"transformer_cross_attention_layers.{i}.multihead_attn")
-        norm(layer.cross_norm, f"transformer_cross_attention_layers.{i}.norm")
-        dense(layer.ffn.linear1, f"transformer_ffn_layers.{i}.linear1")
-        dense(layer.ffn.linear2, f"transformer_ffn_layers.{i}.linear2")
-        norm(layer.ffn_norm, f"transformer_ffn_layers.{i}.norm")
-    norm(decoder.decoder_norm, "decoder_norm")
-    put(decoder.query_feat, take("query_feat.weight"))
-    put(decoder.query_embed, take("query_embed.weight"))
-    put(decoder.level_embed, take("level_embed.weight"))
-    for level, proj in enumerate(decoder.input_proj):
-        if proj is not None:
-            put(proj.conv.kernel, take(f"input_proj.{level}.weight").transpose(2, 3, 1, 0))
-            put(proj.conv.bias, take(f"input_proj.{level}.bias"))
-    dense(decoder.class_embed, "class_embed")
-    for j, layer in enumerate(decoder.mask_embed.dense):
-        dense(layer, f"mask_embed.layers.{j}")
-    assert not state, f"unused original tensors: {sorted(state)}"
-    missing = {v.path for v in decoder.weights} - assigned
-    assert not missing, f"weights not loaded: {sorted(missing)}"
+    """Loads the original's state dict (full names) through the converter's weight map, which
+    refuses missing, unexpected and mis-shaped names; the map must cover every weight."""
+    targets = mask2former_predictor_map(decoder)
+    assign_weight_map(targets, state, "reference")
+    assert {v.path for v in decoder.weights} == {t.variable.path for t in targets}
 
 
 def load(official, name, chained_from_pixel_decoder=False):
@@ -106,8 +46,7 @@ def load(official, name, chained_from_pixel_decoder=False):
     features = [nhwc(z[f"{source}/multi_scale_features_{level}"]) for level in range(3)]
     mask_features = nhwc(z[f"{source}/mask_features"])
     decoder.build([f.shape for f in features], mask_features.shape)
-    params = {k[len("param/" + PREFIX):]: z[k] for k in z.files
-              if k.startswith("param/" + PREFIX)}
+    params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/" + PREFIX)}
     assert len(params) == len(z["decoder_state_dict_keys"])
     assign_original(decoder, params)
     return decoder, features, mask_features, z

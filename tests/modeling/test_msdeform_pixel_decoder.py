@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from maskformer.conversion.detectron2 import assign_weight_map, mask2former_pixel_decoder_map
 from maskformer.modeling.deformable_attention import (
     MSDeformAttn,
     MSDeformEncoderLayer,
@@ -25,22 +26,10 @@ from maskformer.modeling.deformable_attention import (
 from maskformer.modeling.msdeform_pixel_decoder import MSDeformAttnPixelDecoder
 from maskformer.modeling.position_encoding import sine_position_encoding
 from tests.conftest import reference_file
+from tests.modeling.mask2former_reference import close, nhwc
 from tests.objective.helpers import compiled, to_numpy
 
 PREFIX = "sem_seg_head.pixel_decoder."
-
-
-def nhwc(x):
-    return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
-
-
-def close(ours, ref, name, rel=2e-5):
-    """max |ours - ref| <= rel * max |ref| (the README's float32 tolerance)."""
-    ours = np.asarray(ours)
-    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
-    err = float(np.max(np.abs(ours - ref)))
-    limit = rel * float(np.max(np.abs(ref)))
-    assert err <= limit, f"{name}: max |ours - ref| = {err:.3g} > {limit:.3g}"
 
 
 def shapes_of(z, key):
@@ -48,56 +37,11 @@ def shapes_of(z, key):
 
 
 def assign_original(decoder: MSDeformAttnPixelDecoder, state: dict) -> None:
-    """Loads the original pixel decoder's state dict (names without the prefix).
-
-    Every original tensor must be used and every Keras weight set exactly once.
-    """
-    assigned = set()
-    state = dict(state)
-
-    def put(variable, value):
-        assert variable.path not in assigned, f"{variable.path} assigned twice"
-        assert tuple(variable.shape) == value.shape, (variable.path, variable.shape, value.shape)
-        variable.assign(value)
-        assigned.add(variable.path)
-
-    def take(name):
-        return state.pop(name)
-
-    def dense(layer, name):
-        put(layer.kernel, take(f"{name}.weight").T)
-        put(layer.bias, take(f"{name}.bias"))
-
-    def norm(layer, name):
-        put(layer.gamma, take(f"{name}.weight"))
-        put(layer.beta, take(f"{name}.bias"))
-
-    def conv(layer, name, norm_name=None):
-        put(layer.conv.kernel, take(f"{name}.weight").transpose(2, 3, 1, 0))
-        if layer.use_bias:
-            put(layer.conv.bias, take(f"{name}.bias"))
-        if norm_name is not None:
-            norm(layer.norm, norm_name)
-
-    for level, proj in enumerate(decoder.input_proj):
-        conv(proj, f"input_proj.{level}.0", f"input_proj.{level}.1")
-    put(decoder.transformer.level_embed, take("transformer.level_embed"))
-    for i, layer in enumerate(decoder.transformer.encoder_layers):
-        name = f"transformer.encoder.layers.{i}"
-        for proj in ("sampling_offsets", "attention_weights", "value_proj", "output_proj"):
-            dense(getattr(layer.self_attn, proj), f"{name}.self_attn.{proj}")
-        norm(layer.norm1, f"{name}.norm1")
-        dense(layer.linear1, f"{name}.linear1")
-        dense(layer.linear2, f"{name}.linear2")
-        norm(layer.norm2, f"{name}.norm2")
-    for i, (adapter, output) in enumerate(zip(decoder.adapters, decoder.fpn_layers,
-                                              strict=True)):
-        conv(adapter, f"adapter_{i + 1}", f"adapter_{i + 1}.norm")
-        conv(output, f"layer_{i + 1}", f"layer_{i + 1}.norm")
-    conv(decoder.mask_features, "mask_features")
-    assert not state, f"unused original tensors: {sorted(state)}"
-    missing = {v.path for v in decoder.weights} - assigned
-    assert not missing, f"weights not loaded: {sorted(missing)}"
+    """Loads the original's state dict (full names) through the converter's weight map, which
+    refuses missing, unexpected and mis-shaped names; the map must cover every weight."""
+    targets = mask2former_pixel_decoder_map(decoder)
+    assign_weight_map(targets, state, "reference")
+    assert {v.path for v in decoder.weights} == {t.variable.path for t in targets}
 
 
 def load(name):
@@ -115,8 +59,7 @@ def load(name):
         common_stride=ref["common_stride"])
     features = {f: nhwc(z[f"input/{f}"]) for f in names}
     decoder.build({f: x.shape for f, x in features.items()})
-    params = {k[len("param/" + PREFIX):]: z[k] for k in z.files
-              if k.startswith("param/" + PREFIX)}
+    params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/" + PREFIX)}
     assert len(params) == len(z["pixel_decoder_state_dict_keys"])
     assign_original(decoder, params)
     return decoder, features, z
