@@ -187,17 +187,29 @@ class BackboneConfig:
         return table[self.depth]
 
 
+ARCHITECTURES = ("maskformer", "mask2former")
+PIXEL_DECODERS = ("fpn", "transformer_encoder", "msdeform")
 # What the transformer predictor can attend to (`ModelConfig.transformer_in_feature`).
 PREDICTOR_INPUTS = ("res2", "res3", "res4", "res5", "transformer_encoder")
 
 
 @dataclass
 class ModelConfig:
-    """The MaskFormer model: backbone, pixel decoder, transformer predictor and heads."""
+    """The model: backbone, pixel decoder, transformer decoder and heads.
+
+    `architecture` "maskformer" is MaskFormer (pixel decoder "fpn" or "transformer_encoder",
+    the transformer predictor on one feature); "mask2former" is Mask2Former (pixel decoder
+    "msdeform": deformable-attention encoder over res3-res5; the masked-attention decoder over
+    its three levels in turn). For Mask2Former `dec_layers` counts the transformer layers: the
+    original's MASK_FORMER.DEC_LAYERS minus one (9 in the released models), since its first
+    prediction comes from the learned queries alone; `pixel_decoder_*` set the deformable
+    encoder (released: 6 layers, 8 heads, FFN 1024).
+    """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    architecture: str = "maskformer"  # "maskformer" | "mask2former"
     num_classes: int = 133
-    pixel_decoder: str = "transformer_encoder"  # "fpn" | "transformer_encoder"
+    pixel_decoder: str = "transformer_encoder"  # "fpn" | "transformer_encoder" | "msdeform"
     conv_dim: int = 256
     mask_dim: int = 256
     # Transformer encoder inside the pixel decoder (transformer_encoder variant only).
@@ -230,10 +242,14 @@ class ModelConfig:
         return "res5" if self.pixel_decoder == "fpn" else "transformer_encoder"
 
     def validate(self) -> None:
-        if self.pixel_decoder not in ("fpn", "transformer_encoder"):
-            raise ConfigError(
-                f"model.pixel_decoder: {self.pixel_decoder!r} is not 'fpn' or 'transformer_encoder'"
-            )
+        _check_choice("model.architecture", self.architecture, ARCHITECTURES)
+        _check_choice("model.pixel_decoder", self.pixel_decoder, PIXEL_DECODERS)
+        if (self.architecture == "mask2former") != (self.pixel_decoder == "msdeform"):
+            raise ConfigError(f"model.pixel_decoder: {self.pixel_decoder!r} with model."
+                              f"architecture {self.architecture!r}; Mask2Former's decoder needs "
+                              "the multi-scale 'msdeform' pixel decoder, and only it")
+        if self.architecture == "mask2former":
+            self._validate_mask2former()
         if self.conv_dim % 32:
             raise ConfigError(f"model.conv_dim: {self.conv_dim} is not a multiple of 32 "
                               "(GroupNorm uses 32 groups)")
@@ -260,6 +276,18 @@ class ModelConfig:
         if min(self.pixel_std) <= 0:
             raise ConfigError(f"model.pixel_std: {self.pixel_std} has a value <= 0")
         self.backbone.validate()
+
+    def _validate_mask2former(self) -> None:
+        if self.transformer_in_feature or self.enc_layers:
+            raise ConfigError("model.transformer_in_feature, model.enc_layers: MaskFormer's "
+                              "predictor settings; Mask2Former's decoder reads the pixel "
+                              "decoder's three levels and has no encoder (leave them '' and 0)")
+        if self.hidden_dim % 2:
+            raise ConfigError(f"model.hidden_dim: {self.hidden_dim} is odd (the sine encoding "
+                              "gives half the channels to each axis)")
+        if self.conv_dim % self.pixel_decoder_num_heads:
+            raise ConfigError(f"model.pixel_decoder_num_heads: {self.pixel_decoder_num_heads} "
+                              f"does not divide conv_dim {self.conv_dim}")
 
 
 @dataclass

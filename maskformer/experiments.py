@@ -19,6 +19,7 @@ from maskformer.config import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,
+    LossConfig,
     ModelConfig,
     SwinConfig,
     TrainConfig,
@@ -538,4 +539,47 @@ def maskformer_demo() -> ExperimentConfig:
     config.model.backbone.res5_dilation = 2
     config.model.num_queries = 20
     config.model.dropout = 0.0
+    return config
+
+
+# Mask2Former
+
+
+def mask2former_loss(num_points: int = 12544) -> LossConfig:
+    """Mask2Former's criterion: class 2, mask 5 (sigmoid cross-entropy), dice 5, no-object 0.1,
+    costs and losses on `num_points` points (MODEL.MASK_FORMER.TRAIN_NUM_POINTS)."""
+    return LossConfig(class_weight=2.0, mask_weight=5.0, dice_weight=5.0, no_object_weight=0.1,
+                      mask_loss="bce", num_points=num_points, oversample_ratio=3.0,
+                      importance_sample_ratio=0.75)
+
+
+def _tiny_mask2former(num_classes: int) -> ModelConfig:
+    """The size of the original Mask2Former's reference vectors (4 masked-attention layers,
+    cfg DEC_LAYERS 5; a 2-layer deformable encoder)."""
+    config = _tiny_model("msdeform", num_classes)
+    config.architecture = "mask2former"
+    config.dec_layers = 4
+    config.dropout = 0.0
+    return config
+
+
+@register
+def mask2former_smoke() -> ExperimentConfig:
+    """Tiny Mask2Former on small images: for tests."""
+    config = maskformer_smoke()
+    config.model = _tiny_mask2former(num_classes=7)
+    config.loss = mask2former_loss(num_points=256)
+    return config
+
+
+@register
+def mask2former_demo() -> ExperimentConfig:
+    """Small Mask2Former for the built-in shapes dataset (3 things, 2 stuff): trains on a CPU."""
+    config = maskformer_demo()
+    model = _tiny_mask2former(num_classes=5)
+    model.backbone = config.model.backbone
+    model.num_queries = config.model.num_queries
+    config.model = model
+    # 96 x 96 images give 24 x 24 = 576 mask pixels: the points cover them about twice.
+    config.loss = mask2former_loss(num_points=1024)
     return config

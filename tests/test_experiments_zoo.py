@@ -21,7 +21,8 @@ from maskformer.experiments import ZOO, describe, get_experiment, list_experimen
 from tests.conftest import REFERENCE_ENV
 
 ROOT = Path(__file__).parents[1]
-NOT_RELEASED = {"maskformer_smoke", "maskformer_smoke_fpn", "maskformer_demo"}
+NOT_RELEASED = {"maskformer_smoke", "maskformer_smoke_fpn", "maskformer_demo", "mask2former_smoke",
+                "mask2former_demo"}
 
 
 def _model_zoo_md() -> Path:

@@ -181,6 +181,10 @@ def weight_map(model: MaskFormer) -> list[Target]:
     """Every variable of `model` with the original (new-style) names that set it."""
     m = _Mapper()
     m.targets.extend(backbone_weight_map(model.backbone))
+    if model.config.architecture == "mask2former":
+        m.targets.extend(mask2former_pixel_decoder_map(model.pixel_decoder))
+        m.targets.extend(mask2former_predictor_map(model.predictor))
+        return m.targets
 
     decoder, prefix = model.pixel_decoder, "sem_seg_head.pixel_decoder"
     for i in range(3):

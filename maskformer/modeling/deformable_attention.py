@@ -9,7 +9,8 @@ and points of a head), and the values are read bilinearly at the points.
 The sampling follows the original's portable fallback (`ms_deform_attn_core_pytorch`, which
 calls `grid_sample` with align_corners=False and zero padding); its CUDA kernel has the same
 convention. It is written with gathers so that it compiles under XLA and exports without a
-grid-sample op. Spatial shapes are static: Python (h, w) pairs known when the graph is traced.
+grid-sample op. Spatial shapes are Python ints where known when the graph is traced, scalar
+tensors otherwise (the same arithmetic either way).
 
 Sequences are batch-major [B, S, C]; the levels are concatenated in the order given (the pixel
 decoder passes the coarsest first), row-major (y * w + x) inside a level.
@@ -19,25 +20,53 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-SpatialShapes = Sequence[tuple[int, int]]
+# (h_l, w_l) per level: Python ints where the sizes are known when the graph is traced, scalar
+# tensors where they are known only when it runs (TensorFlow graphs for any input size).
+SpatialShapes = Sequence[tuple[Any, Any]]
 
 
-def _static_shapes(spatial_shapes: SpatialShapes) -> list[tuple[int, int]]:
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes]
+def _checked_shapes(spatial_shapes: SpatialShapes) -> list[tuple[Any, Any]]:
+    shapes = [(h if _is_tensor(h) else int(h), w if _is_tensor(w) else int(w))
+              for h, w in spatial_shapes]
     if not shapes:
         raise ValueError("at least one level is needed")
     return shapes
 
 
-def level_start_index(spatial_shapes: SpatialShapes) -> list[int]:
+def _is_tensor(value) -> bool:
+    return not isinstance(value, int | np.integer)
+
+
+def _static(shapes) -> bool:
+    return not any(_is_tensor(v) for shape in shapes for v in shape)
+
+
+def _column(values, dtype: str):
+    """[L, 1] of per-level values: a NumPy constant when all are ints, else a tensor."""
+    if not any(_is_tensor(v) for v in values):
+        return np.array(values, dtype)[:, None]
+    return ops.reshape(ops.cast(ops.stack([ops.convert_to_tensor(v) for v in values]), dtype),
+                       (-1, 1))
+
+
+def map_shape(x) -> tuple[Any, Any]:
+    """(h, w) of a [N, h, w, C] map: ints where static, scalar tensors where not."""
+    return tuple(x.shape[i] if x.shape[i] is not None else ops.shape(x)[i] for i in (1, 2))
+
+
+def level_start_index(spatial_shapes: SpatialShapes) -> list:
     """Offsets of the levels in the flattened sequence: [0, h0 * w0, h0 * w0 + h1 * w1, ...]."""
-    sizes = [h * w for h, w in _static_shapes(spatial_shapes)]
-    return [int(s) for s in np.cumsum([0, *sizes[:-1]])]
+    starts, total = [], 0
+    for h, w in _checked_shapes(spatial_shapes):
+        starts.append(total)
+        total = total + h * w
+    return starts
 
 
 def ms_deform_attn_core(value, spatial_shapes: SpatialShapes, sampling_locations,
@@ -51,7 +80,7 @@ def ms_deform_attn_core(value, spatial_shapes: SpatialShapes, sampling_locations
 
     Args:
         value: [N, S, M, D], S = sum of h_l * w_l, the levels concatenated in order.
-        spatial_shapes: static (h_l, w_l) of the L levels.
+        spatial_shapes: (h_l, w_l) of the L levels (ints or scalar tensors).
         sampling_locations: [N, Lq, M, L, P, 2] normalised (x, y).
         attention_weights: [N, Lq, M, L, P].
 
@@ -60,23 +89,25 @@ def ms_deform_attn_core(value, spatial_shapes: SpatialShapes, sampling_locations
         concatenated. Computed in float32 whatever the inputs' dtype (pixel coordinates of
         large maps need it).
     """
-    shapes = _static_shapes(spatial_shapes)
+    shapes = _checked_shapes(spatial_shapes)
     n, total, heads, depth = value.shape
     num_queries = sampling_locations.shape[1]
     num_levels, num_points = sampling_locations.shape[3], sampling_locations.shape[4]
     if num_levels != len(shapes):
         raise ValueError(f"{num_levels} levels sampled, {len(shapes)} spatial shapes given")
-    if total is not None and total != sum(h * w for h, w in shapes):
+    levels_total = sum(h * w for h, w in shapes)
+    if total is not None and _static(shapes) and total != levels_total:
         raise ValueError(f"value has {total} positions, the spatial shapes {shapes} give "
-                         f"{sum(h * w for h, w in shapes)}")
-    total = sum(h * w for h, w in shapes)
+                         f"{levels_total}")
+    total = levels_total
     n = n if n is not None else ops.shape(value)[0]
     num_queries = num_queries if num_queries is not None else ops.shape(sampling_locations)[1]
 
     # Per-level constants, broadcast against [..., L, P].
-    heights = np.array([h for h, _ in shapes], np.float32)[:, None]  # [L, 1]
-    widths = np.array([w for _, w in shapes], np.float32)[:, None]
-    starts = np.array(level_start_index(shapes), np.int32)[:, None]
+    heights = _column([h for h, _ in shapes], "float32")  # [L, 1]
+    widths = _column([w for _, w in shapes], "float32")
+    widths_int = _column([w for _, w in shapes], "int32")
+    starts = _column(level_start_index(shapes), "int32")
 
     # [N, Lq, M, L, P, 2] -> [N, M, Lq, L, P]: one row of gathers per (batch, head).
     locations = ops.transpose(ops.cast(sampling_locations, "float32"), (0, 2, 1, 3, 4, 5))
@@ -103,7 +134,7 @@ def ms_deform_attn_core(value, spatial_shapes: SpatialShapes, sampling_locations
         # clipped into the level so that every index is valid; its weight is 0 there
         col = ops.cast(ops.clip(xi, 0.0, widths - 1.0), "int32")
         row = ops.cast(ops.clip(yi, 0.0, heights - 1.0), "int32")
-        index = base + row * widths.astype(np.int32) + col  # [N, M, Lq, L, P]
+        index = base + row * widths_int + col  # [N, M, Lq, L, P]
         index = ops.reshape(index, (n, heads, num_queries, num_levels * num_points))
         gathered = ops.take(table, index, axis=0)  # [N, M, Lq, L * P, D]
         corner = ops.reshape(corner, (n, heads, num_queries, num_levels * num_points))
@@ -120,16 +151,33 @@ def reference_points(spatial_shapes: SpatialShapes) -> np.ndarray:
     the same point is used on every level.
 
     Returns:
-        float32 [S, 2] (x, y), the levels concatenated in order.
+        float32 [S, 2] (x, y), the levels concatenated in order: a NumPy array for static
+        shapes, a tensor otherwise.
     """
+    shapes = _checked_shapes(spatial_shapes)
+    if not _static(shapes):
+        return _reference_points_tensor(shapes)
     points = []
-    for h, w in _static_shapes(spatial_shapes):
+    for h, w in shapes:
         ref_y, ref_x = np.meshgrid(np.arange(h, dtype=np.float32) + np.float32(0.5),
                                    np.arange(w, dtype=np.float32) + np.float32(0.5),
                                    indexing="ij")
         points.append(np.stack([ref_x.reshape(-1) / np.float32(w),
                                 ref_y.reshape(-1) / np.float32(h)], axis=-1))
     return np.concatenate(points, axis=0).astype(np.float32)
+
+
+def _reference_points_tensor(shapes):
+    """`reference_points` for sizes known only at run time, with the same float32 arithmetic."""
+    points = []
+    for h, w in shapes:
+        h_f, w_f = ops.cast(h, "float32"), ops.cast(w, "float32")
+        ref_y = (ops.cast(ops.arange(h), "float32") + 0.5) / h_f  # [h]
+        ref_x = (ops.cast(ops.arange(w), "float32") + 0.5) / w_f  # [w]
+        ref_x = ops.broadcast_to(ref_x[None, :], (h, w))
+        ref_y = ops.broadcast_to(ref_y[:, None], (h, w))
+        points.append(ops.stack([ops.reshape(ref_x, (-1,)), ops.reshape(ref_y, (-1,))], axis=-1))
+    return ops.concatenate(points, axis=0)
 
 
 def _offset_bias_grid(num_heads: int, num_levels: int, num_points: int) -> np.ndarray:
@@ -193,7 +241,7 @@ class MSDeformAttn(keras.layers.Layer):
             query: [N, Lq, C] (the encoder passes src + pos).
             reference_points: [N or 1, Lq, L, 2] normalised (x, y).
             value_input: [N, S, C], the L levels flattened and concatenated.
-            spatial_shapes: static (h_l, w_l) of the levels.
+            spatial_shapes: (h_l, w_l) of the levels (ints or scalar tensors).
             return_intermediates: also return a dict of `value` [N, S, M, C/M],
                 `sampling_locations` [N, Lq, M, L, P, 2], `attention_weights` [N, Lq, M, L, P]
                 (after the softmax) and `core_output` [N, Lq, C] (before `output_proj`).
@@ -201,7 +249,7 @@ class MSDeformAttn(keras.layers.Layer):
         Returns:
             [N, Lq, C] (and the dict).
         """
-        shapes = _static_shapes(spatial_shapes)
+        shapes = _checked_shapes(spatial_shapes)
         if len(shapes) != self.num_levels:
             raise ValueError(f"{len(shapes)} spatial shapes for {self.num_levels} levels")
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
@@ -219,7 +267,8 @@ class MSDeformAttn(keras.layers.Layer):
         # offsets are in pixels of the sampled level: x divided by its width, y by its height
         # (x, y) repeated for every point: [..., L, P * 2] keeps the broadcast at rank 5,
         # which TensorFlow's eager kernels need
-        normalizer = np.tile(np.array([[w, h] for h, w in shapes], np.float32), (1, points))
+        normalizer = _column([v for h, w in shapes for v in (w, h)], "float32")
+        normalizer = ops.tile(ops.reshape(normalizer, (levels, 2)), (1, points))  # [L, 2P]
         ref = ops.tile(ops.cast(reference_points, "float32"), (1, 1, 1, points))  # [N, Lq, L, 2P]
         locations = ref[:, :, None] + offsets / normalizer  # [N, Lq, M, L, P * 2]
         locations = ops.reshape(locations, (batch, num_queries, heads, levels, points, 2))
@@ -331,7 +380,7 @@ class MSDeformEncoder(keras.layers.Layer):
 
     def call(self, srcs, pos_embeds, training=None, return_intermediates: bool = False):
         """Args:
-            srcs: L maps [N, h_l, w_l, C] with static h_l, w_l.
+            srcs: L maps [N, h_l, w_l, C].
             pos_embeds: L position encodings [N or 1, h_l, w_l, C] (without level embedding).
             return_intermediates: also return a dict with `spatial_shapes`, `pos` [N or 1, S, C],
                 `reference_points` [S, 2] and per layer the attention's intermediates.
@@ -342,11 +391,7 @@ class MSDeformEncoder(keras.layers.Layer):
         if len(srcs) != self.num_levels or len(pos_embeds) != self.num_levels:
             raise ValueError(f"{len(srcs)} sources, {len(pos_embeds)} encodings for "
                              f"{self.num_levels} levels")
-        shapes = []
-        for x in srcs:
-            if x.shape[1] is None or x.shape[2] is None:
-                raise ValueError(f"deformable attention needs static map sizes, got {x.shape}")
-            shapes.append((int(x.shape[1]), int(x.shape[2])))
+        shapes = [map_shape(x) for x in srcs]
         flat_src, flat_pos = [], []
         for level, (x, pos) in enumerate(zip(srcs, pos_embeds, strict=True)):
             flat_src.append(ops.reshape(x, (ops.shape(x)[0], -1, self.dim)))  # [N, h * w, C]
@@ -356,8 +401,8 @@ class MSDeformEncoder(keras.layers.Layer):
         pos = ops.concatenate(flat_pos, axis=1)
         points = reference_points(shapes)  # [S, 2]
         # the same point on every level: [1, S, L, 2]
-        ref = ops.convert_to_tensor(np.tile(points[None, :, None, :], (1, 1, len(shapes), 1)),
-                                    dtype="float32")
+        ref = ops.tile(ops.convert_to_tensor(points, "float32")[None, :, None, :],
+                       (1, 1, len(shapes), 1))
         layers = []
         for layer in self.encoder_layers:
             src = layer(src, pos, ref, spatial_shapes=shapes, training=training,

@@ -1,4 +1,4 @@
-"""Building blocks shared by the backbone and the pixel decoder.
+"""Building blocks shared by the backbone, the pixel decoders and the heads.
 
 PyTorch semantics are reproduced where Keras' defaults differ (REFERENCE.md section 12):
 explicit symmetric padding instead of 'same', eps 1e-5 norms (resizes: `maskformer.resize`).
@@ -109,3 +109,24 @@ class Conv2d(keras.layers.Layer):
                 "strides": self.strides, "use_bias": self.use_bias, "norm": self.norm_type,
                 "activation": self.activation, "norm_eps": self.norm_eps,
                 "norm_groups": self.norm_groups, "dilation": self.dilation}
+
+
+class MLP(keras.layers.Layer):
+    """Dense layers with ReLU between them and none after the last (`mask_embed`)."""
+
+    def __init__(self, hidden: int, out: int, num_layers: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.out, self.num_layers = hidden, out, num_layers
+        self.dense = [keras.layers.Dense(hidden if i < num_layers - 1 else out, name=f"layer_{i}")
+                      for i in range(num_layers)]
+
+    def call(self, x):
+        for i, layer in enumerate(self.dense):
+            x = layer(x)
+            if i < self.num_layers - 1:
+                x = ops.relu(x)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "out": self.out,
+                "num_layers": self.num_layers}

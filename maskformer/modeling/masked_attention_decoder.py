@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from maskformer.modeling.layers import Conv2d
-from maskformer.modeling.maskformer import MLP
+from maskformer.modeling.deformable_attention import map_shape
+from maskformer.modeling.layers import MLP, Conv2d
 from maskformer.modeling.pixel_decoder import flatten_hw
 from maskformer.modeling.position_encoding import sine_position_encoding
 from maskformer.modeling.transformer import FeedForward, MultiHeadAttention
@@ -79,7 +79,7 @@ def attention_mask(mask_logits, size: tuple[int, int]):
 
     Args:
         mask_logits: [B, Q, H, W] mask logits.
-        size: (h, w) of the level, static ints.
+        size: (h, w) of the level (ints, or scalar tensors on TensorFlow).
 
     Returns:
         bool [B, Q, h * w], True = blocked, row-major as the flattened level.
@@ -224,7 +224,7 @@ class MaskedAttentionDecoder(keras.layers.Layer):
              return_intermediates: bool = False):
         """Args:
             features: `num_levels` maps [B, h_l, w_l, in_channels], coarsest first (as the
-                pixel decoder returns its multi-scale features); static h_l, w_l.
+                pixel decoder returns its multi-scale features).
             mask_features: [B, H, W, mask_dim].
             return_intermediates: also return, per layer, the blocked positions its
                 cross-attention received and the query states after each sub-layer.
@@ -243,7 +243,7 @@ class MaskedAttentionDecoder(keras.layers.Layer):
         batch = ops.shape(mask_features)[0]
         sizes, memories, positions = [], [], []
         for level, (x, proj) in enumerate(zip(features, self.input_proj, strict=True)):
-            height, width = int(x.shape[1]), int(x.shape[2])
+            height, width = map_shape(x)
             sizes.append((height, width))
             pos = sine_position_encoding(height, width, self.hidden_dim // 2)
             positions.append(ops.cast(ops.reshape(pos, (1, -1, self.hidden_dim)), dtype))

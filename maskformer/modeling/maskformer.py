@@ -8,32 +8,13 @@ from keras import ops
 
 from maskformer.config import ModelConfig, from_dict, to_dict
 from maskformer.modeling.backbone import ResNet
-from maskformer.modeling.layers import Conv2d
+from maskformer.modeling.layers import MLP, Conv2d
+from maskformer.modeling.masked_attention_decoder import MaskedAttentionDecoder
+from maskformer.modeling.msdeform_pixel_decoder import MSDeformAttnPixelDecoder
 from maskformer.modeling.pixel_decoder import FPNDecoder, TransformerEncoderDecoder, flatten_hw
 from maskformer.modeling.position_encoding import sine_position_encoding
 from maskformer.modeling.swin import build_swin
 from maskformer.modeling.transformer import DecoderLayer, EncoderLayer
-
-
-class MLP(keras.layers.Layer):
-    """Dense layers with ReLU between them and none after the last (`mask_embed`)."""
-
-    def __init__(self, hidden: int, out: int, num_layers: int, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden, self.out, self.num_layers = hidden, out, num_layers
-        self.dense = [keras.layers.Dense(hidden if i < num_layers - 1 else out, name=f"layer_{i}")
-                      for i in range(num_layers)]
-
-    def call(self, x):
-        for i, layer in enumerate(self.dense):
-            x = layer(x)
-            if i < self.num_layers - 1:
-                x = ops.relu(x)
-        return x
-
-    def get_config(self):
-        return {**super().get_config(), "hidden": self.hidden, "out": self.out,
-                "num_layers": self.num_layers}
 
 
 class TransformerPredictor(keras.layers.Layer):
@@ -90,7 +71,9 @@ class TransformerPredictor(keras.layers.Layer):
 
 
 class MaskFormer(keras.Model):
-    """MaskFormer for semantic, instance and panoptic segmentation.
+    """MaskFormer or Mask2Former (`config.architecture`) for semantic, instance and panoptic
+    segmentation. As in the original code, both are one meta-architecture: a backbone, a pixel
+    decoder and a transformer decoder with class and mask heads.
 
     Call with images float32 [B, H, W, 3], RGB, 0..255. Normalisation and padding to
     `size_divisibility` (after normalisation, with zeros, bottom/right) happen inside.
@@ -98,8 +81,9 @@ class MaskFormer(keras.Model):
     Returns a dict:
         pred_logits: [B, Q, K + 1] class logits, the last index is "no object".
         pred_masks: [B, Q, h, w] mask logits at stride 4 of the (padded) input.
-        aux_outputs: with deep supervision, a list of dec_layers - 1 such dicts for the earlier
-            decoder layers, first layer first.
+        aux_outputs: with deep supervision, a list of such dicts for the earlier predictions,
+            first first: MaskFormer's dec_layers - 1 earlier decoder layers; Mask2Former's
+            dec_layers predictions made before each layer (the first from the queries alone).
     """
 
     def __init__(self, config: ModelConfig | dict, **kwargs):
@@ -112,6 +96,9 @@ class MaskFormer(keras.Model):
             self.backbone = build_swin(config.backbone.swin, name="backbone")
         else:
             self.backbone = ResNet(config.backbone, name="backbone")
+        if config.architecture == "mask2former":
+            self._build_mask2former(config)
+            return
         if config.pixel_decoder == "fpn":
             self.pixel_decoder = FPNDecoder(config.conv_dim, config.mask_dim, name="pixel_decoder")
         else:
@@ -123,6 +110,21 @@ class MaskFormer(keras.Model):
         predictor_in = (config.conv_dim if source == "transformer_encoder"
                         else self.backbone.out_channels[source])
         self.predictor = TransformerPredictor(config, predictor_in, name="predictor")
+
+    def _build_mask2former(self, config: ModelConfig) -> None:
+        # The original keeps its pixel decoder in float32 under mixed precision.
+        mixed = keras.config.dtype_policy().name.startswith("mixed")
+        strides = (4, 8, 16, 16 if config.backbone.type == "resnet"
+                   and config.backbone.res5_dilation == 2 else 32)
+        self.pixel_decoder = MSDeformAttnPixelDecoder(
+            config.conv_dim, config.mask_dim, config.pixel_decoder_num_heads,
+            config.pixel_decoder_dim_feedforward, config.pixel_decoder_enc_layers,
+            config.dropout, feature_strides=strides, dtype="float32" if mixed else None,
+            name="pixel_decoder")
+        self.predictor = MaskedAttentionDecoder(
+            config.conv_dim, config.num_classes, config.hidden_dim, config.num_queries,
+            config.num_heads, config.dim_feedforward, config.dec_layers, config.mask_dim,
+            enforce_input_proj=config.enforce_input_proj, name="predictor")
 
     def normalize(self, images):
         mean = ops.convert_to_tensor(self.config.pixel_mean, dtype=images.dtype)
@@ -141,6 +143,13 @@ class MaskFormer(keras.Model):
         # Explicitly: stateless_call (JAX training) does not pass it on to nested layers.
         features = self.backbone(x, training=training)
         decoded = self.pixel_decoder(features, training=training)
+        if self.config.architecture == "mask2former":
+            mask_features = ops.cast(decoded["mask_features"], self.compute_dtype)
+            levels = [ops.cast(x, self.compute_dtype) for x in decoded["multi_scale_features"]]
+            outputs = self.predictor(levels, mask_features, training=training)
+            if not self.config.deep_supervision:
+                del outputs["aux_outputs"]
+            return outputs
         source = self.config.predictor_input()
         memory_source = (decoded["transformer_encoder_features"]
                          if source == "transformer_encoder" else features[source])

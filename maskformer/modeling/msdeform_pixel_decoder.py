@@ -11,9 +11,9 @@ over res5, res4 and res3, then an FPN step down to the mask features' stride.
    `layer_i` = 3x3 conv without bias + GN + ReLU.
 4. `mask_features` = 1x1 conv with bias of the finest map.
 
-Maps are channels-last [B, h, w, C]; the levels' sizes must be static (known when tracing),
-since deformable attention indexes the flattened levels by them. The original computes this
-module in float32 with autocast off; here the dtype policy of the layers applies, except for
+Maps are channels-last [B, h, w, C], of sizes known when tracing or only at run time. The
+original computes this module in float32 with autocast off (the model builds it with a float32
+policy under mixed precision); otherwise the dtype policy of the layers applies, except for
 the deformable attention's locations, weights and sampling, which are always float32.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from maskformer.modeling.deformable_attention import MSDeformEncoder
+from maskformer.modeling.deformable_attention import MSDeformEncoder, map_shape
 from maskformer.modeling.layers import Conv2d
 from maskformer.modeling.position_encoding import sine_position_encoding
 from maskformer.resize import bilinear_resize
@@ -121,7 +121,7 @@ class MSDeformAttnPixelDecoder(keras.layers.Layer):
     def call(self, features, training=None, return_intermediates: bool = False):
         """Args:
             features: {name: [B, h, w, C_name]} with at least `in_features`' encoder and FPN
-                entries; static h and w.
+                entries.
             return_intermediates: also return `encoder` (the encoder's intermediates, with
                 `memory` [B, S, C]) and `fpn` (the FPN maps, coarsest first).
 
@@ -135,7 +135,7 @@ class MSDeformAttnPixelDecoder(keras.layers.Layer):
         for proj, name in zip(self.input_proj, self.encoder_features, strict=True):
             x = proj(features[name])  # [B, h, w, C]
             srcs.append(x)
-            encoding = sine_position_encoding(x.shape[1], x.shape[2], self.conv_dim // 2)
+            encoding = sine_position_encoding(*map_shape(x), self.conv_dim // 2)
             pos.append(encoding[None])  # [1, h, w, C]
         encoded = self.transformer(srcs, pos, training=training,
                                    return_intermediates=return_intermediates)
@@ -144,7 +144,7 @@ class MSDeformAttnPixelDecoder(keras.layers.Layer):
         batch = ops.shape(encoded)[0]
         levels, start = [], 0
         for x in srcs:
-            h, w = x.shape[1], x.shape[2]
+            h, w = map_shape(x)
             levels.append(ops.reshape(encoded[:, start:start + h * w], (batch, h, w, self.conv_dim)))
             start += h * w
 
@@ -152,8 +152,7 @@ class MSDeformAttnPixelDecoder(keras.layers.Layer):
         fpn = []
         for i in reversed(range(self.num_fpn_levels)):  # coarsest FPN feature first
             lateral = self.adapters[i](features[self.fpn_features[i]])
-            y = lateral + ops.cast(_resize_nhwc(y, (lateral.shape[1], lateral.shape[2])),
-                                   lateral.dtype)
+            y = lateral + ops.cast(_resize_nhwc(y, map_shape(lateral)), lateral.dtype)
             y = self.fpn_layers[i](y)
             fpn.append(y)
         outputs = {"mask_features": self.mask_features(y),
