@@ -582,4 +582,7 @@ def mask2former_demo() -> ExperimentConfig:
     config.model = model
     # 96 x 96 images give 24 x 24 = 576 mask pixels: the points cover them about twice.
     config.loss = mask2former_loss(num_points=1024)
+    # A step costs about 1.5x MaskFormer's here: 4000 steps keep the demo within 15 minutes.
+    config.train.steps = 4000
+    config.train.step_boundaries = [3200]
     return config

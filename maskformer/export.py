@@ -147,7 +147,7 @@ class SegmentationGraph:
             # predict's semantic map of a panoptic model combines the resized masks
             semantic_before_inference=ev.sem_seg_postprocess_before_inference or ev.panoptic,
             instance_things_only=ev.instance_things_only,
-            sigmoid_by_exp=sigmoid_by_exp)
+            sigmoid_by_exp=sigmoid_by_exp, panoptic_rule=config.model.architecture)
 
         def forward(images):
             out = model(images, training=False)

@@ -178,7 +178,8 @@ class Predictor:
         self.config = config
         self.categories = categories if categories is not None else read_categories(config)
         self.isthing = [bool(c["isthing"]) for c in self.categories]
-        self.postprocess = build_postprocessor(config.eval, self.isthing)
+        self.postprocess = build_postprocessor(config.eval, self.isthing,
+                                               panoptic_rule=config.model.architecture)
         self.forward = make_predict_fn(model)
 
     def run(self, images: np.ndarray, image_sizes, original_sizes) -> list[ImagePrediction]:

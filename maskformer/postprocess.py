@@ -8,7 +8,9 @@ and in-graph, so it runs on TensorFlow and JAX and can be compiled with the mode
    size (half-pixel centres, align_corners=False, no antialiasing, PyTorch's source-index rule),
    giving masks on a common canvas [B, Q, Ho, Wo] whose top-left `output_sizes[b]` pixels belong
    to image b,
-3. semantic, panoptic or instance inference on those masks.
+3. semantic, panoptic or instance inference on those masks. Panoptic inference follows MaskFormer's
+   painting rule or, with `rule="mask2former"` / `panoptic_rule="mask2former"`, Mask2Former's
+   (a query paints only the pixels it wins inside its own mask).
 
 `semantic_inference`, `panoptic_inference` and `instance_inference` take mask logits already at
 output resolution. `PostProcessor` runs the whole step from the model's outputs without ever
@@ -36,6 +38,10 @@ import numpy as np
 from keras import ops
 
 from maskformer.resize import _source_taps, bilinear_weights, bilinear_weights_tensor
+
+# Panoptic painting rules: MaskFormer paints every pixel a kept query wins; Mask2Former only those
+# it wins where its own mask is >= 0.5 (the rest stay void).
+PANOPTIC_RULES = ("maskformer", "mask2former")
 
 # Size (in values) of the largest tensor one band of output rows creates: 2**24 float32 values
 # are 64 MiB. The rows per band follow from it and the batch, width and query or class count.
@@ -156,8 +162,20 @@ def _all(*conditions):
     return result
 
 
-def _panoptic_segments(labels, keep, area, original_area, isthing, overlap_threshold: float):
+def _check_rule(rule: str) -> str:
+    if rule not in PANOPTIC_RULES:
+        raise ValueError(f"panoptic rule must be one of {PANOPTIC_RULES}, got {rule!r}")
+    return rule
+
+
+def _panoptic_segments(labels, keep, area, original_area, painted_area, isthing,
+                       overlap_threshold: float):
     """The original's walk over the kept queries, from their areas ([B, Q] each).
+
+    `area` is the pixels a query wins, `original_area` its own mask's (sigmoid >= 0.5) and
+    `painted_area` those it would paint (its won pixels; with Mask2Former's rule only those
+    inside its own mask). A query is accepted when all three are non-zero and area /
+    original_area >= `overlap_threshold`.
 
     The sequential walk is expressed with prefix sums: a query opens a new segment unless it is a
     stuff query whose class an earlier accepted query already has; segment ids are the running
@@ -169,7 +187,8 @@ def _panoptic_segments(labels, keep, area, original_area, isthing, overlap_thres
     num_queries = ops.shape(labels)[1]
     num_classes = isthing.shape[0]
     ratio = ops.cast(area, "float32") / ops.cast(ops.maximum(original_area, 1), "float32")
-    accepted = _all(keep, area > 0, original_area > 0, ratio >= overlap_threshold)  # [B, Q]
+    # painted_area <= area, so painted_area > 0 also says area > 0.
+    accepted = _all(keep, painted_area > 0, original_area > 0, ratio >= overlap_threshold)
 
     query_range = ops.arange(num_queries, dtype="int32")
     query_isthing = ops.take(isthing, ops.minimum(labels, num_classes - 1))  # [B, Q]
@@ -216,14 +235,20 @@ def panoptic_inference(
     object_mask_threshold: float = 0.8,
     overlap_threshold: float = 0.8,
     output_sizes=None,
+    rule: str = "maskformer",
 ) -> dict[str, Any]:
-    """MaskFormer's panoptic inference, batched and in-graph, on masks at output resolution.
+    """MaskFormer's (or Mask2Former's) panoptic inference, batched and in-graph, on masks at
+    output resolution.
 
     Per image: keep queries whose top class is not "no object" with probability >
     `object_mask_threshold`; each pixel goes to the kept query of highest score * sigmoid(mask);
     walking the kept queries in order, a query whose won area is below `overlap_threshold` of its
     own mask (sigmoid >= 0.5) is dropped (its pixels stay 0), a stuff class seen before reuses the
     earlier segment's id, anything else gets the next id (1, 2, ...).
+
+    With `rule="mask2former"` a query paints only the pixels it wins where its own sigmoid is
+    >= 0.5 (its other won pixels stay 0), and a query with no such pixel is dropped; the area
+    ratio is still won area / own area.
 
     Args:
         pred_logits: [B, Q, K+1] class logits.
@@ -233,6 +258,7 @@ def panoptic_inference(
         overlap_threshold: minimum won-area / mask-area ratio.
         output_sizes: optional [B, 2] int (height, width): only the top-left region of each image
             is counted and labelled; the rest of the canvas is 0.
+        rule: painting rule, "maskformer" or "mask2former" (see above).
 
     Returns:
         A dict of tensors:
@@ -243,6 +269,7 @@ def panoptic_inference(
         - "num_segments": [B] int32.
         - "query_segment_id": [B, Q] int32 segment id each query wrote (0 if none).
     """
+    _check_rule(rule)
     mask_logits = ops.cast(mask_logits, "float32")
     num_queries = ops.shape(pred_logits)[1]
     isthing = _isthing_tensor(isthing, ops.shape(pred_logits)[2] - 1)
@@ -263,9 +290,13 @@ def panoptic_inference(
         valid_px = _pixel_validity(output_sizes, ops.shape(mask_logits)[2:])
         won = ops.logical_and(won, valid_px[:, None])
         own = ops.logical_and(own, valid_px[:, None])
-    area = ops.sum(ops.cast(won, "int32"), axis=(2, 3))  # [B, Q]
-    original_area = ops.sum(ops.cast(own, "int32"), axis=(2, 3))
-    result = _panoptic_segments(labels, keep, area, original_area, isthing, overlap_threshold)
+    painted = ops.logical_and(won, own) if rule == "mask2former" else won
+    area, original_area, painted_area = (
+        ops.sum(ops.cast(x, "int32"), axis=(2, 3)) for x in (won, own, painted))  # [B, Q] each
+    result = _panoptic_segments(labels, keep, area, original_area, painted_area, isthing,
+                                overlap_threshold)
+    if rule == "mask2former":  # pixels left unpainted stay 0 (`won` is already within valid_px)
+        valid_px = ops.any(painted, axis=1)  # [B, H, W]
     return {"panoptic_seg": _panoptic_map(result["query_segment_id"], mask_ids, valid_px),
             **result}
 
@@ -471,6 +502,8 @@ class PostProcessor:
     Args:
         isthing: [K] bool per class (from the dataset's category list).
         object_mask_threshold, overlap_threshold: panoptic thresholds.
+        panoptic_rule: "maskformer" or "mask2former": which pixels a kept query paints (see
+            `panoptic_inference`).
         semantic, panoptic, instance: which results to produce.
         instance_top_k: (query, class) pairs kept per image for instance output.
         semantic_before_inference: resize mask logits before the semantic combination (the
@@ -497,6 +530,7 @@ class PostProcessor:
         instance_things_only: bool = True,
         band_values: int = BAND_VALUES,
         sigmoid_by_exp: bool = False,
+        panoptic_rule: str = "maskformer",
     ):
         self.isthing = np.asarray(isthing, dtype=bool)
         self.object_mask_threshold = object_mask_threshold
@@ -509,6 +543,7 @@ class PostProcessor:
         self.instance_things_only = instance_things_only
         self.band_values = int(band_values)
         self.sigmoid_by_exp = sigmoid_by_exp
+        self.panoptic_rule = _check_rule(panoptic_rule)
 
     def _sigmoid(self, x):
         if self.sigmoid_by_exp:
@@ -613,6 +648,11 @@ class PostProcessor:
                 out["mask_ids"] = ops.transpose(ids, (0, 2, 1))  # [B, r, Wo]
                 out["area"] = ops.sum(ops.cast(won, "int32"), axis=(1, 2))  # [B, Q]
                 out["original_area"] = ops.sum(ops.cast(own, "int32"), axis=(1, 2))
+                if self.panoptic_rule == "mask2former":
+                    painted = ops.logical_and(won, own)
+                    out["painted_area"] = ops.sum(ops.cast(painted, "int32"), axis=(1, 2))
+                    out["painted"] = ops.transpose(ops.any(painted, axis=-1),
+                                                   (0, 2, 1))  # [B, r, Wo]
             if semantic:
                 sem = ops.einsum("bxrq,bqk->bxrk", masks, class_probs)  # [B, Wo, r, K]
                 out["sem_labels"] = ops.transpose(
@@ -638,11 +678,15 @@ class PostProcessor:
                 results["sem_seg"] = _join_bands(bands["sem_scores"], out_h)
             results["sem_seg_labels"] = _join_bands(bands["sem_labels"], out_h)
         if self.panoptic:
-            segments = _panoptic_segments(labels, keep, ops.sum(bands["area"], axis=0),
-                                          ops.sum(bands["original_area"], axis=0), isthing,
-                                          self.overlap_threshold)
+            area = ops.sum(bands["area"], axis=0)
+            painted_area = ops.sum(bands["painted_area"], axis=0) if "painted" in bands else area
+            segments = _panoptic_segments(labels, keep, area,
+                                          ops.sum(bands["original_area"], axis=0), painted_area,
+                                          isthing, self.overlap_threshold)
             mask_ids = _join_bands(bands["mask_ids"], out_h)  # [B, Ho, Wo]
             valid_px = _pixel_validity(output_sizes, output_shape)
+            if "painted" in bands:  # Mask2Former: only painted pixels get an id
+                valid_px = _join_bands(bands["painted"], out_h)
             results["panoptic"] = {
                 "panoptic_seg": _panoptic_map(segments["query_segment_id"], mask_ids, valid_px),
                 **segments}
@@ -723,10 +767,13 @@ class PostProcessor:
         return results
 
 
-def build_postprocessor(eval_config: Any, isthing: Sequence[bool]) -> PostProcessor:
-    """A `PostProcessor` from an `EvalConfig` and the dataset's per-class thing flags."""
+def build_postprocessor(eval_config: Any, isthing: Sequence[bool],
+                        panoptic_rule: str = "maskformer") -> PostProcessor:
+    """A `PostProcessor` from an `EvalConfig`, the dataset's per-class thing flags and the
+    model's panoptic rule (its `model.architecture`: "maskformer" or "mask2former")."""
     return PostProcessor(
         isthing,
+        panoptic_rule=panoptic_rule,
         object_mask_threshold=eval_config.object_mask_threshold,
         overlap_threshold=eval_config.overlap_threshold,
         semantic=eval_config.semantic,

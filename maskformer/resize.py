@@ -145,14 +145,33 @@ def _all_ints(*values) -> bool:
     return all(isinstance(v, int | np.integer) for v in values)
 
 
-def _bilinear_resize_dynamic(x, size):
+def bilinear_resize_nhwc(x, size: tuple):
+    """`bilinear_resize` of channels-last maps [B, h, w, C] to [B, *size, C], without moving the
+    channels (matrix products over the spatial axes; gathers for sizes known at run time)."""
+    in_h, in_w = x.shape[1], x.shape[2]
+    out_h, out_w = size
+    if not _all_ints(in_h, in_w, out_h, out_w):
+        return _bilinear_resize_dynamic(x, size, axes=(1, 2))
+    if in_w != out_w:
+        matrix = ops.convert_to_tensor(bilinear_matrix(in_w, out_w), dtype=x.dtype)
+        x = ops.einsum("vw,bhwc->bhvc", matrix, x)
+    if in_h != out_h:
+        matrix = ops.convert_to_tensor(bilinear_matrix(in_h, out_h), dtype=x.dtype)
+        x = ops.einsum("uh,bhwc->buwc", matrix, x)
+    return x
+
+
+def _bilinear_resize_dynamic(x, size, axes: tuple[int, int] = (-2, -1)):
     """`bilinear_resize` for sizes known only when the graph runs (TensorFlow): the same taps
-    (`bilinear_weights_tensor`), applied as gathers along each axis, width first."""
-    for axis, out in ((-1, size[1]), (-2, size[0])):
+    (`bilinear_weights_tensor`), applied as gathers along each of the (height, width) `axes`,
+    width first."""
+    rank = len(x.shape)
+    for axis, out in ((axes[1], size[1]), (axes[0], size[0])):
         in_size = x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis]
         index0, index1, weight0, weight1 = bilinear_weights_tensor(in_size, out)
-        if axis == -2:
-            weight0, weight1 = weight0[:, None], weight1[:, None]
+        trailing = rank - 1 - (axis % rank)  # axes after this one: broadcast the weights
+        weight0 = ops.reshape(weight0, (-1,) + (1,) * trailing)
+        weight1 = ops.reshape(weight1, (-1,) + (1,) * trailing)
         x = (ops.take(x, index0, axis=axis) * ops.cast(weight0, x.dtype)
              + ops.take(x, index1, axis=axis) * ops.cast(weight1, x.dtype))
     return x

@@ -28,16 +28,10 @@ from keras import ops
 from maskformer.modeling.deformable_attention import MSDeformEncoder, map_shape
 from maskformer.modeling.layers import Conv2d
 from maskformer.modeling.position_encoding import sine_position_encoding
-from maskformer.resize import bilinear_resize
+from maskformer.resize import bilinear_resize_nhwc
 
 # maps handed to the masked-attention decoder (the original's maskformer_num_feature_levels)
 MULTI_SCALE_LEVELS = 3
-
-
-def _resize_nhwc(x, size: tuple[int, int]):
-    """PyTorch's bilinear resize (align_corners=False) of [B, h, w, C] to [B, *size, C]."""
-    x = ops.transpose(x, (0, 3, 1, 2))  # [B, C, h, w]
-    return ops.transpose(bilinear_resize(x, size), (0, 2, 3, 1))
 
 
 class MSDeformAttnPixelDecoder(keras.layers.Layer):
@@ -152,7 +146,7 @@ class MSDeformAttnPixelDecoder(keras.layers.Layer):
         fpn = []
         for i in reversed(range(self.num_fpn_levels)):  # coarsest FPN feature first
             lateral = self.adapters[i](features[self.fpn_features[i]])
-            y = lateral + ops.cast(_resize_nhwc(y, map_shape(lateral)), lateral.dtype)
+            y = lateral + ops.cast(bilinear_resize_nhwc(y, map_shape(lateral)), lateral.dtype)
             y = self.fpn_layers[i](y)
             fpn.append(y)
         outputs = {"mask_features": self.mask_features(y),
