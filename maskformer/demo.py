@@ -1,8 +1,9 @@
 """`maskformer demo`: the whole path on the built-in shapes dataset, on a laptop CPU.
 
-Generates the synthetic dataset, converts it to TFRecords, trains a small MaskFormer, evaluates
-it (PQ, mIoU) and writes a folder with the metrics, a loss curve, prediction overlays and a short
-report.
+Generates the synthetic dataset, converts it to TFRecords, trains a small MaskFormer (or
+Mask2Former: `--experiment mask2former_demo`), evaluates it (PQ, mIoU) and writes a folder with
+the metrics, a loss curve, prediction overlays and a short report that also shows both
+architectures' measured runs.
 """
 
 from __future__ import annotations
@@ -103,16 +104,45 @@ def run_demo(out_dir: str | Path = "maskformer-demo", num_train: int = 512, num_
     return results
 
 
+# Both demo experiments on the default data (seed 0, 512 training and 64 validation images of
+# 96 px), each run once on the 2-core development CPU: docs/benchmarks.md ("The demo: MaskFormer
+# against Mask2Former") has the commands, the machines' load and the threshold sweep.
+REFERENCE_RUNS = (
+    # experiment, steps, PQ All / Things / Stuff at its eval.object_mask_threshold, minutes
+    ("maskformer_demo", 5000, 0.8, (47.1, 14.7, 95.8), "6.6-13.3"),
+    ("mask2former_demo", 4000, 0.3, (52.8, 23.6, 96.5), "26.2 (under load)"),
+)
+
+
+def _architecture_name(config) -> str:
+    return "Mask2Former" if config.model.architecture == "mask2former" else "MaskFormer"
+
+
+def _reference_lines(config) -> list[str]:
+    lines = [
+        "Both architectures on the default data (measured runs, docs/benchmarks.md):",
+        "",
+        "| experiment | steps | threshold | PQ All / Things / Stuff | minutes |",
+        "|---|---|---|---|---|",
+    ]
+    for name, steps, threshold, (pq, things, stuff), minutes in REFERENCE_RUNS:
+        mark = " (this experiment)" if name == config.name else ""
+        lines.append(f"| `{name}`{mark} | {steps} | {threshold} | {pq} / {things} / {stuff} | "
+                     f"{minutes} |")
+    return [*lines, ""]
+
+
 def _write_report(out: Path, config, results, curve, overlays) -> None:
     pq = results.get("panoptic", {})
     sem = results.get("semantic", {})
     t = results["timings"]
     lines = [
-        "# MaskFormer demo on the shapes dataset",
+        f"# {_architecture_name(config)} demo on the shapes dataset",
         "",
         f"Experiment `{config.name}`: {config.model.pixel_decoder} pixel decoder, "
         f"{config.model.num_queries} queries, {config.train.steps} steps of batch "
-        f"{config.train.global_batch_size}.",
+        f"{config.train.global_batch_size}; panoptic threshold "
+        f"{config.eval.object_mask_threshold}.",
         "",
         "| metric | value |",
         "|---|---|",
@@ -131,6 +161,7 @@ def _write_report(out: Path, config, results, curve, overlays) -> None:
         "",
         "![loss curve](loss_curve.png)",
         "",
+        *_reference_lines(config),
     ]
     if curve:
         lines += [

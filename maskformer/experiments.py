@@ -585,4 +585,7 @@ def mask2former_demo() -> ExperimentConfig:
     # A step costs about 1.5x MaskFormer's here: 4000 steps keep the demo within 15 minutes.
     config.train.steps = 4000
     config.train.step_boundaries = [3200]
+    # After so short a training its class scores stay low: at the original's 0.8 most correct
+    # things are dropped (docs/benchmarks.md: things PQ 2.3 at 0.8, 23.6 at 0.3).
+    config.eval.object_mask_threshold = 0.3
     return config
