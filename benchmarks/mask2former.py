@@ -1,0 +1,162 @@
+"""Mask2Former R50 against Hugging Face PyTorch (`Mask2FormerForUniversalSegmentation`), CPU.
+
+The published COCO panoptic R50 architecture (133 classes, 100 queries, 6 deformable encoder
+layers, 9 masked-attention layers), randomly initialised in Hugging Face and converted into ours,
+so both hold the same weights.
+
+- Forward, batch 1, at each `--sizes`: ours as `predict` runs it (XLA, the last prediction's
+  outputs only) and as a plain TensorFlow graph, against PyTorch under `torch.no_grad()`. The
+  contenders run interleaved (PyTorch, graph, XLA, PyTorch, ...), median of `--runs` after two
+  warm-ups; "max rel. diff" is max |ours - HF| / max |HF| of the mask logits.
+- Training step, batch 2 at `--train-size` with 10 target masks per image: forward, matching,
+  the point-sampled losses of all 10 predictions (12544 points), backward, clipping and AdamW.
+  Ours is `train_on_batch`, the whole step one XLA program (in-graph matcher) and, without XLA,
+  matching on the host with scipy (`loss.matcher=scipy`); Hugging Face its own loss with
+  torch.optim.AdamW. Median of `--steps` after one warm-up step.
+
+    KERAS_BACKEND=tensorflow python benchmarks/mask2former.py [--sizes 512x512 800x1216]
+        [--runs 5] [--train-size 512] [--steps 3] [--skip-forward] [--skip-train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.forward import interleaved  # noqa: E402
+from benchmarks.train_step import batch, median_time  # noqa: E402
+from maskformer.config import ExperimentConfig  # noqa: E402
+from maskformer.conversion.io import convert_checkpoint, max_relative_difference  # noqa: E402
+from maskformer.experiments import mask2former_loss  # noqa: E402
+from maskformer.inference import make_predict_fn  # noqa: E402
+from maskformer.training.trainer import build_trainer  # noqa: E402
+from tests.conversion.test_huggingface import MEAN, STD  # noqa: E402
+from tests.conversion.torch_utils import randomize_  # noqa: E402
+
+NUM_LABELS = 133
+
+
+def hf_model(seed: int = 0):
+    """A randomly initialised HF Mask2Former with the published R50 architecture."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
+
+    backbone = ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048],
+                            layer_type="bottleneck",
+                            out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = Mask2FormerConfig(backbone_config=backbone, num_labels=NUM_LABELS,
+                               id2label={i: f"class {i}" for i in range(NUM_LABELS)},
+                               label2id={f"class {i}": i for i in range(NUM_LABELS)})
+    torch.manual_seed(seed)
+    model = Mask2FormerForUniversalSegmentation(config).eval()
+    randomize_(model, seed)
+    return model
+
+
+def pixel_values(images):
+    return torch.from_numpy(((images - MEAN) / STD).transpose(0, 3, 1, 2).copy())
+
+
+def forward_table(reference, model, sizes, runs: int) -> list[str]:
+    xla = make_predict_fn(model)
+    graph = tf.function(lambda x: model(x, training=False)["pred_masks"])
+    rows = []
+    for size in sizes:
+        images = np.random.default_rng(0).uniform(0, 255, (1, *size, 3)).astype(np.float32)
+        x, pv = tf.constant(images), pixel_values(images)
+
+        def hf():
+            with torch.no_grad():
+                return reference(pixel_values=pv).masks_queries_logits.numpy()
+
+        diff = max_relative_difference(xla(x)["pred_masks"].numpy(), hf())
+        times = interleaved({"torch": hf, "graph": lambda: graph(x).numpy(),
+                             "xla": lambda: xla(x)["pred_masks"].numpy()}, runs)
+        rows.append(f"| {size[0]}x{size[1]} | {times['torch']:.3f} | {times['graph']:.3f} | "
+                    f"{times['xla']:.3f} | **{times['graph'] / times['torch']:.2f}** | "
+                    f"**{times['xla'] / times['torch']:.2f}** | {diff:.1e} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def hf_step_fn(reference, images, targets):
+    model = reference.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    pv = pixel_values(images)
+    mask_labels = [torch.from_numpy(m) for m in targets["masks"]]
+    class_labels = [torch.from_numpy(c.astype(np.int64)) for c in targets["labels"]]
+
+    def step():
+        optimizer.zero_grad()
+        loss = model(pixel_values=pv, mask_labels=mask_labels, class_labels=class_labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def train_table(reference, config: ExperimentConfig, size: int, steps: int) -> list[str]:
+    images, targets = batch(size, num_classes=NUM_LABELS)
+    times = {}
+    for name, matcher in (("XLA, in-graph matcher", "hungarian"),
+                          ("graph, scipy matcher", "scipy")):
+        config.loss = mask2former_loss()
+        config.loss.matcher = matcher
+        config.data.max_instances = targets["labels"].shape[1]
+        trainer = build_trainer(config.validate())
+        times[name] = median_time(
+            lambda t=trainer: t.train_on_batch(images, targets, return_dict=True)["loss"], steps)
+        print(f"ours, {name}: {times[name]:.2f} s/step", flush=True)
+        del trainer
+    t_torch = median_time(hf_step_fn(reference, images, targets), steps)
+    names = list(times)
+    return [
+        "| HF PyTorch (s/step) | " + " | ".join(f"ours, {n} (s/step)" for n in names) + " | "
+        + " | ".join(f"{n} / PyTorch" for n in names) + " |",
+        "|" + "---|" * (1 + 2 * len(names)),
+        f"| {t_torch:.2f} | " + " | ".join(f"{times[n]:.2f}" for n in names) + " | "
+        + " | ".join(f"**{times[n] / t_torch:.2f}**" for n in names) + " |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", nargs="+", default=["512x512", "800x1216"])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--train-size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--skip-forward", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
+    args = parser.parse_args()
+
+    reference = hf_model()
+    with tempfile.TemporaryDirectory() as folder:
+        reference.save_pretrained(folder)
+        model, config = convert_checkpoint("hf", folder, ExperimentConfig())
+    print(f"threads: torch {torch.get_num_threads()}, cores {os.cpu_count()}")
+    if not args.skip_forward:
+        print("| size | HF PyTorch (s) | ours TF graph (s) | ours XLA (s) | graph / PyTorch | "
+              "XLA / PyTorch | max rel. diff |")
+        print("|---|---|---|---|---|---|---|")
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+        forward_table(reference, model, sizes, args.runs)
+    if not args.skip_train:
+        del model
+        print("\n".join(train_table(reference, config, args.train_size, args.steps)))
+
+
+if __name__ == "__main__":
+    main()
