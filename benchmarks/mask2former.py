@@ -76,13 +76,13 @@ def forward_table(reference, model, sizes, runs: int) -> list[str]:
         images = np.random.default_rng(0).uniform(0, 255, (1, *size, 3)).astype(np.float32)
         x, pv = tf.constant(images), pixel_values(images)
 
-        def hf():
+        def hf(pv=pv):
             with torch.no_grad():
                 return reference(pixel_values=pv).masks_queries_logits.numpy()
 
         diff = max_relative_difference(xla(x)["pred_masks"].numpy(), hf())
-        times = interleaved({"torch": hf, "graph": lambda: graph(x).numpy(),
-                             "xla": lambda: xla(x)["pred_masks"].numpy()}, runs)
+        times = interleaved({"torch": hf, "graph": lambda x=x: graph(x).numpy(),
+                             "xla": lambda x=x: xla(x)["pred_masks"].numpy()}, runs)
         rows.append(f"| {size[0]}x{size[1]} | {times['torch']:.3f} | {times['graph']:.3f} | "
                     f"{times['xla']:.3f} | **{times['graph'] / times['torch']:.2f}** | "
                     f"**{times['xla'] / times['torch']:.2f}** | {diff:.1e} |")
