@@ -5,7 +5,8 @@ builds a fresh copy that the caller may override (`config.apply_overrides`).
 
 Every released model of the original MaskFormer has an experiment with its config's settings;
 `ZOO` maps those experiments to the released checkpoint, its Hugging Face copy and its published
-result (docs/model_zoo.md).
+result (docs/model_zoo.md). `MASK2FORMER_ZOO` does the same for the released image models of the
+original Mask2Former that this project can express (docs/model_zoo.md lists the others and why).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ _SWIN = {
 
 @dataclass(frozen=True)
 class ZooModel:
-    """A released model of the original MaskFormer and where its experiment's settings come from.
+    """A released model of the original MaskFormer (or Mask2Former) and where its experiment's
+    settings come from.
 
     Attributes:
       config: the original's config file, under its `configs/` folder.
@@ -89,6 +91,8 @@ class ZooModel:
       metric: the published result ("multi-scale": with test-time augmentation).
       backbone: "R50", "R101", "R101c" (DeepLab stem, res5 multi-grid) or "Swin-T/S/B/L".
       categories: the built-in category list of its classes (`maskformer.data.categories`).
+      weights: the ImageNet weights its training starts from where they are not the backbone's
+        `INIT_WEIGHTS` (Mask2Former's Swin-B trained on ImageNet-1k only); "" otherwise.
     """
 
     config: str
@@ -97,11 +101,12 @@ class ZooModel:
     metric: str
     backbone: str
     categories: str
+    weights: str = ""
 
     @property
     def init_weights(self) -> str:
         """The ImageNet weights its training starts from (the config's MODEL.WEIGHTS)."""
-        return INIT_WEIGHTS[self.backbone]
+        return self.weights or INIT_WEIGHTS[self.backbone]
 
 
 def _zoo(config: str, file: str, hf: str | None, metric: str, backbone: str,
@@ -257,19 +262,26 @@ _VISTAS = _Recipe("ade20k_semantic", 65, (1280, 1280), tuple(_scales(2048, 21)),
 _ADE20K_PANOPTIC = replace(_ADE20K_640, steps=720_000)
 
 
+def _recipe_data(recipe: _Recipe) -> DataConfig:
+    """INPUT.* of a semantic-style config: shortest edge a choice of `min_sizes` (long edge
+    capped), an "absolute" crop padded to the crop size, SSD colour jitter and flip; evaluation
+    at the test size, images padded to multiples of 32."""
+    crop = list(recipe.crop)
+    return DataConfig(dataset=recipe.dataset, augmentation="ade20k", output_size=crop,
+                      crop_size=crop, min_scale_sizes=list(recipe.min_sizes),
+                      max_size=recipe.max_size, eval_short_edge=recipe.test_size[0],
+                      eval_max_size=recipe.test_size[1], eval_output_size=[],
+                      size_divisibility=32)
+
+
 def _semantic(recipe: _Recipe, backbone: str) -> ExperimentConfig:
     """FPN pixel decoder, the predictor on res5; each training crop padded to the crop size
     (INPUT.SIZE_DIVISIBILITY), evaluation images to multiples of 32; semantic output only
     (PANOPTIC_ON off, both thresholds 0)."""
-    crop = list(recipe.crop)
     return ExperimentConfig(
         model=ModelConfig(backbone=_backbone(backbone), num_classes=recipe.num_classes,
                           pixel_decoder="fpn", size_divisibility=32),
-        data=DataConfig(dataset=recipe.dataset, augmentation="ade20k", output_size=crop,
-                        crop_size=crop, min_scale_sizes=list(recipe.min_sizes),
-                        max_size=recipe.max_size, eval_short_edge=recipe.test_size[0],
-                        eval_max_size=recipe.test_size[1], eval_output_size=[],
-                        size_divisibility=32),
+        data=_recipe_data(recipe),
         train=_train(backbone, recipe.batch_size, recipe.steps),
         eval=EvalConfig(panoptic=False, semantic=True, object_mask_threshold=0.0,
                         overlap_threshold=0.0),
@@ -468,6 +480,456 @@ def maskformer_ade20k_panoptic_r50() -> ExperimentConfig:
 def maskformer_ade20k_panoptic_r101() -> ExperimentConfig:
     """ADE20K-150 panoptic, R101 + transformer-encoder pixel decoder (PQ 35.7 published)."""
     return _ade20k_panoptic("R101")
+
+
+# ---------------------------------------------------------------------------------------------
+# The released models of the original Mask2Former (docs/model_zoo.md)
+# ---------------------------------------------------------------------------------------------
+
+# Mask2Former's Swin-B comes in two: from ImageNet-1k weights (configs "swin_base_384") and from
+# the ImageNet-21k ones of MaskFormer's Swin-B (configs "swin_base_IN21k_384"); the network is the
+# same (window 12, PRETRAIN_IMG_SIZE 384, no absolute position embedding).
+_SWIN_B_IN1K = "swin_base_patch4_window12_384.pkl"
+
+
+def _zoo2(config: str, file: str, hf: str | None, metric: str, backbone: str,
+          categories: str, weights: str = "") -> ZooModel:
+    return ZooModel(config, f"model_final_{file}.pkl", hf and f"facebook/mask2former-{hf}",
+                    metric, backbone, categories, weights)
+
+
+# Experiment name -> the released Mask2Former model it reproduces: every released image model
+# whose dataset and task the input pipeline can express. Not here (docs/model_zoo.md): the
+# instance models (COCO, ADE20K, Cityscapes), whose thing-only class lists are not built in, and
+# the video models. Names: mask2former_<data>_<task>_<backbone>, the backbone as in the original's
+# config names: "swin_base" starts from IN-1k weights, "swin_base_in21k" from IN-21k ones (Swin-L
+# always from IN-21k). Hugging Face ids follow transformers' conversion script
+# (mask2former-swin-<size>-<data>-<task>); it converts the Swin models only.
+MASK2FORMER_ZOO: dict[str, ZooModel] = {
+    "mask2former_coco_panoptic_r50": _zoo2(
+        "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml", "94dc52", None,
+        "PQ 51.9 (AP 41.7, mIoU 61.7)", "R50", "coco_panoptic"),
+    "mask2former_coco_panoptic_r101": _zoo2(
+        "coco/panoptic-segmentation/maskformer2_R101_bs16_50ep.yaml", "b807bd", None,
+        "PQ 52.6 (AP 42.6, mIoU 62.4)", "R101", "coco_panoptic"),
+    "mask2former_coco_panoptic_swin_tiny": _zoo2(
+        "coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml", "9fd0ae",
+        "swin-tiny-coco-panoptic", "PQ 53.2 (AP 43.3, mIoU 63.2)", "Swin-T", "coco_panoptic"),
+    "mask2former_coco_panoptic_swin_small": _zoo2(
+        "coco/panoptic-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml", "a407fd",
+        "swin-small-coco-panoptic", "PQ 54.6 (AP 44.7, mIoU 64.2)", "Swin-S", "coco_panoptic"),
+    "mask2former_coco_panoptic_swin_base": _zoo2(
+        "coco/panoptic-segmentation/swin/maskformer2_swin_base_384_bs16_50ep.yaml", "9d7f02",
+        "swin-base-coco-panoptic", "PQ 55.1 (AP 45.2, mIoU 65.1)", "Swin-B", "coco_panoptic",
+        _SWIN_B_IN1K),
+    "mask2former_coco_panoptic_swin_base_in21k": _zoo2(
+        "coco/panoptic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_50ep.yaml",
+        "54b88a", "swin-base-IN21k-coco-panoptic", "PQ 56.4 (AP 46.3, mIoU 67.1)", "Swin-B",
+        "coco_panoptic"),
+    "mask2former_coco_panoptic_swin_large": _zoo2(
+        "coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml",
+        "f07440", "swin-large-coco-panoptic", "PQ 57.8 (AP 48.6, mIoU 67.4)", "Swin-L",
+        "coco_panoptic"),
+    "mask2former_ade20k_semantic_r50": _zoo2(
+        "ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml", "500878", None,
+        "mIoU 47.2 (multi-scale 49.2)", "R50", "ade20k_150"),
+    "mask2former_ade20k_semantic_r101": _zoo2(
+        "ade20k/semantic-segmentation/maskformer2_R101_bs16_90k.yaml", "0d68be", None,
+        "mIoU 47.8 (multi-scale 50.1)", "R101", "ade20k_150"),
+    "mask2former_ade20k_semantic_swin_tiny": _zoo2(
+        "ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml", "5274a6",
+        "swin-tiny-ade-semantic", "mIoU 47.7 (multi-scale 49.6)", "Swin-T", "ade20k_150"),
+    "mask2former_ade20k_semantic_swin_small": _zoo2(
+        "ade20k/semantic-segmentation/swin/maskformer2_swin_small_bs16_160k.yaml", "011c6d",
+        "swin-small-ade-semantic", "mIoU 51.3 (multi-scale 52.4)", "Swin-S", "ade20k_150"),
+    "mask2former_ade20k_semantic_swin_base": _zoo2(
+        "ade20k/semantic-segmentation/swin/maskformer2_swin_base_384_bs16_160k_res640.yaml",
+        "503e96", "swin-base-ade-semantic", "mIoU 52.4 (multi-scale 53.7)", "Swin-B",
+        "ade20k_150", _SWIN_B_IN1K),
+    "mask2former_ade20k_semantic_swin_base_in21k": _zoo2(
+        "ade20k/semantic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_160k_res640.yaml",
+        "7e47bf", "swin-base-IN21k-ade-semantic", "mIoU 53.9 (multi-scale 55.1)", "Swin-B",
+        "ade20k_150"),
+    "mask2former_ade20k_semantic_swin_large": _zoo2(
+        "ade20k/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k_res640.yaml",
+        "6b4a3a", "swin-large-ade-semantic", "mIoU 56.1 (multi-scale 57.3)", "Swin-L",
+        "ade20k_150"),
+    "mask2former_ade20k_panoptic_r50": _zoo2(
+        "ade20k/panoptic-segmentation/maskformer2_R50_bs16_160k.yaml", "5c90d4", None,
+        "PQ 39.7 (AP 26.5, mIoU 46.1)", "R50", "ade20k_150"),
+    "mask2former_ade20k_panoptic_swin_large": _zoo2(
+        "ade20k/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k.yaml",
+        "e0c58e", "swin-large-ade-panoptic", "PQ 48.1 (AP 34.2, mIoU 54.5)", "Swin-L",
+        "ade20k_150"),
+    "mask2former_cityscapes_semantic_r50": _zoo2(
+        "cityscapes/semantic-segmentation/maskformer2_R50_bs16_90k.yaml", "cc1b1f", None,
+        "mIoU 79.4 (multi-scale 82.2)", "R50", "cityscapes_19"),
+    "mask2former_cityscapes_semantic_r101": _zoo2(
+        "cityscapes/semantic-segmentation/maskformer2_R101_bs16_90k.yaml", "257ce8", None,
+        "mIoU 80.1 (multi-scale 81.9)", "R101", "cityscapes_19"),
+    "mask2former_cityscapes_semantic_swin_tiny": _zoo2(
+        "cityscapes/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml", "2d58d4",
+        "swin-tiny-cityscapes-semantic", "mIoU 82.1 (multi-scale 83.0)", "Swin-T",
+        "cityscapes_19"),
+    "mask2former_cityscapes_semantic_swin_small": _zoo2(
+        "cityscapes/semantic-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml", "fa26ae",
+        "swin-small-cityscapes-semantic", "mIoU 82.6 (multi-scale 83.6)", "Swin-S",
+        "cityscapes_19"),
+    "mask2former_cityscapes_semantic_swin_base_in21k": _zoo2(
+        "cityscapes/semantic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml",
+        "1c6b65", "swin-base-IN21k-cityscapes-semantic", "mIoU 83.3 (multi-scale 84.5)",
+        "Swin-B", "cityscapes_19"),
+    "mask2former_cityscapes_semantic_swin_large": _zoo2(
+        "cityscapes/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml",
+        "17c1ee", "swin-large-cityscapes-semantic", "mIoU 83.3 (multi-scale 84.3)", "Swin-L",
+        "cityscapes_19"),
+    "mask2former_cityscapes_panoptic_r50": _zoo2(
+        "cityscapes/panoptic-segmentation/maskformer2_R50_bs16_90k.yaml", "4ab90c", None,
+        "PQ 62.1 (AP 37.3, mIoU 77.5)", "R50", "cityscapes_19"),
+    "mask2former_cityscapes_panoptic_r101": _zoo2(
+        "cityscapes/panoptic-segmentation/maskformer2_R101_bs16_90k.yaml", "04d286", None,
+        "PQ 62.4 (AP 37.7, mIoU 78.6)", "R101", "cityscapes_19"),
+    "mask2former_cityscapes_panoptic_swin_tiny": _zoo2(
+        "cityscapes/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml", "ceba0f",
+        "swin-tiny-cityscapes-panoptic", "PQ 63.9 (AP 39.1, mIoU 80.5)", "Swin-T",
+        "cityscapes_19"),
+    "mask2former_cityscapes_panoptic_swin_small": _zoo2(
+        "cityscapes/panoptic-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml", "23efb7",
+        "swin-small-cityscapes-panoptic", "PQ 64.8 (AP 40.7, mIoU 81.8)", "Swin-S",
+        "cityscapes_19"),
+    "mask2former_cityscapes_panoptic_swin_base_in21k": _zoo2(
+        "cityscapes/panoptic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml",
+        "fa840f", "swin-base-IN21k-cityscapes-panoptic", "PQ 66.1 (AP 42.8, mIoU 82.7)",
+        "Swin-B", "cityscapes_19"),
+    "mask2former_cityscapes_panoptic_swin_large": _zoo2(
+        "cityscapes/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml",
+        "064788", "swin-large-cityscapes-panoptic", "PQ 66.6 (AP 43.6, mIoU 82.9)", "Swin-L",
+        "cityscapes_19"),
+    # MODEL_ZOO.md links this one as maskformer_R50_bs16_300k.yaml, a file the repository
+    # does not have; the config is maskformer2_R50_bs16_300k.yaml.
+    "mask2former_vistas_semantic_r50": _zoo2(
+        "mapillary-vistas/semantic-segmentation/maskformer2_R50_bs16_300k.yaml", "6c66d0", None,
+        "mIoU 57.4 (multi-scale 59.0)", "R50", "mapillary_vistas_65"),
+    "mask2former_vistas_semantic_swin_large": _zoo2(
+        "mapillary-vistas/semantic-segmentation/swin/"
+        "maskformer2_swin_large_IN21k_384_bs16_300k.yaml", "90ee2d",
+        "swin-large-mapillary-vistas-semantic", "mIoU 63.2 (multi-scale 64.7)", "Swin-L",
+        "mapillary_vistas_65"),
+    "mask2former_vistas_panoptic_r50": _zoo2(
+        "mapillary-vistas/panoptic-segmentation/maskformer_R50_bs16_300k.yaml", "4e9874", None,
+        "PQ 36.3 (mIoU 50.7)", "R50", "mapillary_vistas_65"),
+    "mask2former_vistas_panoptic_swin_large": _zoo2(
+        "mapillary-vistas/panoptic-segmentation/swin/"
+        "maskformer2_swin_large_IN21k_384_bs16_300k.yaml", "132c71",
+        "swin-large-mapillary-vistas-panoptic", "PQ 45.5 (mIoU 60.8)", "Swin-L",
+        "mapillary_vistas_65"),
+}
+
+
+def _m2f_model(backbone: str, num_classes: int, num_queries: int = 100) -> ModelConfig:
+    """MODEL.SEM_SEG_HEAD / MODEL.MASK_FORMER of every released Mask2Former: the deformable
+    pixel decoder over res3-res5 (6 layers, 8 heads, FFN 1024; conv and mask dim 256), 9
+    masked-attention layers (DEC_LAYERS 10 counts the learned queries' prediction), 8 heads, FFN
+    2048, no dropout, hidden dim 256; images padded to multiples of 32 (SIZE_DIVISIBILITY)."""
+    return ModelConfig(backbone=_backbone(backbone), architecture="mask2former",
+                       num_classes=num_classes, pixel_decoder="msdeform", conv_dim=256,
+                       mask_dim=256, pixel_decoder_enc_layers=6, pixel_decoder_num_heads=8,
+                       pixel_decoder_dim_feedforward=1024, num_queries=num_queries,
+                       hidden_dim=256, num_heads=8, dim_feedforward=2048, dec_layers=9,
+                       dropout=0.0, size_divisibility=32)
+
+
+def _m2f_train(steps: int, step_boundaries: list[int] | None = None) -> TrainConfig:
+    """SOLVER.* of every released Mask2Former, Swin or ResNet alike: batch 16, AdamW at 1e-4
+    with weight decay 0.05, the backbone at 0.1x, gradient norm clipped at 0.01, no warm-up (the
+    COCO configs' 10 warm-up steps have WARMUP_FACTOR 1.0, a constant rate), AMP (float16 with
+    dynamic loss scaling); the poly schedule (power 0.9), or steps of 0.1x at `step_boundaries`
+    (COCO's SOLVER.STEPS)."""
+    return TrainConfig(global_batch_size=16, steps=steps, learning_rate=1e-4,
+                       weight_decay=0.05, backbone_multiplier=0.1, clip_norm=0.01,
+                       schedule="step" if step_boundaries else "poly", poly_power=0.9,
+                       step_boundaries=list(step_boundaries or []), step_factor=0.1,
+                       warmup_steps=0, mixed_precision="float16")
+
+
+def _m2f_eval(panoptic: bool, instance: bool, object_mask_threshold: float = 0.8) -> EvalConfig:
+    """MODEL.MASK_FORMER.TEST: semantic output always, panoptic and instance (the top 100
+    query-class pairs, TEST.DETECTIONS_PER_IMAGE; thing classes only, as with PANOPTIC_ON) where
+    the config turns them on; OVERLAP_THRESHOLD 0.8."""
+    return EvalConfig(panoptic=panoptic, semantic=True, instance=instance,
+                      object_mask_threshold=object_mask_threshold, overlap_threshold=0.8,
+                      instance_top_k=100)
+
+
+# SOLVER.MAX_ITER and SOLVER.STEPS of the COCO configs: 50 epochs, and Swin-L's 100, at batch 16.
+_COCO_50EP = (368_750, [327_778, 355_092])
+_COCO_100EP = (737_500, [655_556, 710_184])
+# INPUT.IMAGE_SIZE of the COCO configs' large-scale jitter (MIN_SCALE 0.1, MAX_SCALE 2.0).
+_LSJ_SIZE = 1024
+
+
+def _m2f_coco_panoptic(backbone: str, num_queries: int = 100,
+                       schedule: tuple[int, list[int]] = _COCO_50EP) -> ExperimentConfig:
+    """COCO panoptic (133 classes), panoptic, semantic and instance output (thresholds 0.8).
+
+    Training: the original's large-scale jitter ("coco_panoptic_lsj": scale the image to fit a
+    1024 square times s ~ U[0.1, 2.0], crop or pad to 1024 x 1024 with 128, flip) has no
+    counterpart in `maskformer.data.augment`. The closest is the "ade20k" augmentation without
+    colour jitter: the shortest edge a choice of 0.1x .. 2.0x 1024 in steps of 0.1x (a discrete
+    scale, of the short edge rather than of the fit in the square), the long edge capped at
+    2 x 1024, an "absolute" 1024 x 1024 crop padded with 128. Evaluation: detectron2's default
+    test resize (shortest edge 800, long edge <= 1333), which the LSJ configs keep."""
+    steps, boundaries = schedule
+    return ExperimentConfig(
+        model=_m2f_model(backbone, 133, num_queries),
+        loss=mask2former_loss(),
+        data=DataConfig(dataset="coco_panoptic", augmentation="ade20k", color_jitter=False,
+                        output_size=[_LSJ_SIZE, _LSJ_SIZE], crop_size=[_LSJ_SIZE, _LSJ_SIZE],
+                        crop_pad_value=128.0,
+                        min_scale_sizes=[int(x * 0.1 * _LSJ_SIZE) for x in range(1, 21)],
+                        max_size=2 * _LSJ_SIZE, eval_short_edge=800, eval_max_size=1333,
+                        eval_output_size=[], size_divisibility=32,
+                        max_instances=num_queries),
+        train=_m2f_train(steps, boundaries),
+        eval=_m2f_eval(panoptic=True, instance=True),
+    )
+
+
+# The crop recipes (INPUT.*, SOLVER.MAX_ITER): ADE20K and Cityscapes as MaskFormer's; Mapillary
+# Vistas with 1024 crops (MaskFormer's: 1280). The panoptic configs read panoptic records
+# (`maskformer data coco-panoptic`) as the MaskFormer ADE20K panoptic experiments do: data.dataset
+# "ade20k_semantic" names the built-in class list with its thing split. Every experiment keeps
+# up to one target per query (data.max_instances): the original keeps them all, but at most one
+# per query can be matched.
+_M2F_VISTAS = replace(_VISTAS, crop=(1024, 1024))
+
+
+def _m2f_crop(recipe: _Recipe, backbone: str, panoptic: bool = False, instance: bool = False,
+              num_queries: int = 100, object_mask_threshold: float = 0.8) -> ExperimentConfig:
+    """A semantic-style config (resize, "absolute" crop, SSD colour jitter, flip; the poly
+    schedule) with Mask2Former's model, criterion and solver."""
+    data = _recipe_data(recipe)
+    data.max_instances = num_queries
+    return ExperimentConfig(
+        model=_m2f_model(backbone, recipe.num_classes, num_queries),
+        loss=mask2former_loss(),
+        data=data,
+        train=_m2f_train(recipe.steps),
+        eval=_m2f_eval(panoptic, instance, object_mask_threshold),
+    )
+
+
+# COCO panoptic
+
+
+@register
+def mask2former_coco_panoptic_r50() -> ExperimentConfig:
+    """COCO panoptic, Mask2Former R50, 50 epochs (PQ 51.9 published)."""
+    return _m2f_coco_panoptic("R50")
+
+
+@register
+def mask2former_coco_panoptic_r101() -> ExperimentConfig:
+    """COCO panoptic, Mask2Former R101, 50 epochs (PQ 52.6 published)."""
+    return _m2f_coco_panoptic("R101")
+
+
+@register
+def mask2former_coco_panoptic_swin_tiny() -> ExperimentConfig:
+    """COCO panoptic, Mask2Former Swin-T, 50 epochs (PQ 53.2 published)."""
+    return _m2f_coco_panoptic("Swin-T")
+
+
+@register
+def mask2former_coco_panoptic_swin_small() -> ExperimentConfig:
+    """COCO panoptic, Mask2Former Swin-S, 50 epochs (PQ 54.6 published)."""
+    return _m2f_coco_panoptic("Swin-S")
+
+
+@register
+def mask2former_coco_panoptic_swin_base() -> ExperimentConfig:
+    """COCO panoptic, Mask2Former Swin-B (IN-1k), 50 epochs (PQ 55.1 published)."""
+    return _m2f_coco_panoptic("Swin-B")
+
+
+@register
+def mask2former_coco_panoptic_swin_base_in21k() -> ExperimentConfig:
+    """COCO panoptic, Mask2Former Swin-B (IN-21k), 50 epochs (PQ 56.4 published)."""
+    return _m2f_coco_panoptic("Swin-B")
+
+
+@register
+def mask2former_coco_panoptic_swin_large() -> ExperimentConfig:
+    """COCO panoptic, Mask2Former Swin-L (IN-21k), 200 queries, 100 epochs (PQ 57.8 published)."""
+    return _m2f_coco_panoptic("Swin-L", num_queries=200, schedule=_COCO_100EP)
+
+
+# ADE20K-150 semantic: semantic output only (its TEST thresholds, 0.8, play no part there).
+
+
+@register
+def mask2former_ade20k_semantic_r50() -> ExperimentConfig:
+    """ADE20K-150 semantic, Mask2Former R50 (mIoU 47.2 published)."""
+    return _m2f_crop(_ADE20K, "R50")
+
+
+@register
+def mask2former_ade20k_semantic_r101() -> ExperimentConfig:
+    """ADE20K-150 semantic, Mask2Former R101 (mIoU 47.8 published)."""
+    # The config is named 90k but inherits MAX_ITER 160000; its backbone norm is SyncBN, which
+    # has no counterpart here (model.backbone.norm: frozen_bn or gn): frozen batch norm.
+    return _m2f_crop(_ADE20K, "R101")
+
+
+@register
+def mask2former_ade20k_semantic_swin_tiny() -> ExperimentConfig:
+    """ADE20K-150 semantic, Mask2Former Swin-T (mIoU 47.7 published)."""
+    return _m2f_crop(_ADE20K, "Swin-T")
+
+
+@register
+def mask2former_ade20k_semantic_swin_small() -> ExperimentConfig:
+    """ADE20K-150 semantic, Mask2Former Swin-S (mIoU 51.3 published)."""
+    return _m2f_crop(_ADE20K, "Swin-S")
+
+
+@register
+def mask2former_ade20k_semantic_swin_base() -> ExperimentConfig:
+    """ADE20K-150 semantic, Mask2Former Swin-B (IN-1k), 640 crops (mIoU 52.4 published)."""
+    return _m2f_crop(_ADE20K_640, "Swin-B")
+
+
+@register
+def mask2former_ade20k_semantic_swin_base_in21k() -> ExperimentConfig:
+    """ADE20K-150 semantic, Mask2Former Swin-B (IN-21k), 640 crops (mIoU 53.9 published)."""
+    return _m2f_crop(_ADE20K_640, "Swin-B")
+
+
+@register
+def mask2former_ade20k_semantic_swin_large() -> ExperimentConfig:
+    """ADE20K-150 semantic, Mask2Former Swin-L (IN-21k), 640 crops (mIoU 56.1 published)."""
+    return _m2f_crop(_ADE20K_640, "Swin-L")
+
+
+# ADE20K-150 panoptic: the 640 recipe, 160k steps; panoptic, semantic and instance output.
+
+
+@register
+def mask2former_ade20k_panoptic_r50() -> ExperimentConfig:
+    """ADE20K-150 panoptic, Mask2Former R50 (PQ 39.7 published)."""
+    return _m2f_crop(_ADE20K_640, "R50", panoptic=True, instance=True)
+
+
+@register
+def mask2former_ade20k_panoptic_swin_large() -> ExperimentConfig:
+    """ADE20K-150 panoptic, Mask2Former Swin-L (IN-21k), 200 queries (PQ 48.1 published)."""
+    return _m2f_crop(_ADE20K_640, "Swin-L", panoptic=True, instance=True, num_queries=200)
+
+
+# Cityscapes (19 classes, 8 things). The ResNet configs train the backbone's batch norm synced
+# across GPUs (RESNETS.NORM SyncBN), which has no counterpart here: frozen batch norm.
+
+
+@register
+def mask2former_cityscapes_semantic_r50() -> ExperimentConfig:
+    """Cityscapes semantic, Mask2Former R50 (mIoU 79.4 published)."""
+    return _m2f_crop(_CITYSCAPES, "R50")
+
+
+@register
+def mask2former_cityscapes_semantic_r101() -> ExperimentConfig:
+    """Cityscapes semantic, Mask2Former R101 (mIoU 80.1 published)."""
+    return _m2f_crop(_CITYSCAPES, "R101")
+
+
+@register
+def mask2former_cityscapes_semantic_swin_tiny() -> ExperimentConfig:
+    """Cityscapes semantic, Mask2Former Swin-T (mIoU 82.1 published)."""
+    return _m2f_crop(_CITYSCAPES, "Swin-T")
+
+
+@register
+def mask2former_cityscapes_semantic_swin_small() -> ExperimentConfig:
+    """Cityscapes semantic, Mask2Former Swin-S (mIoU 82.6 published)."""
+    return _m2f_crop(_CITYSCAPES, "Swin-S")
+
+
+@register
+def mask2former_cityscapes_semantic_swin_base_in21k() -> ExperimentConfig:
+    """Cityscapes semantic, Mask2Former Swin-B (IN-21k) (mIoU 83.3 published)."""
+    return _m2f_crop(_CITYSCAPES, "Swin-B")
+
+
+@register
+def mask2former_cityscapes_semantic_swin_large() -> ExperimentConfig:
+    """Cityscapes semantic, Mask2Former Swin-L (IN-21k) (mIoU 83.3 published)."""
+    # 100 queries: the config sets NUM_OBJECT_QUERIES back to 100.
+    return _m2f_crop(_CITYSCAPES, "Swin-L")
+
+
+@register
+def mask2former_cityscapes_panoptic_r50() -> ExperimentConfig:
+    """Cityscapes panoptic, Mask2Former R50 (PQ 62.1 published)."""
+    return _m2f_crop(_CITYSCAPES, "R50", panoptic=True, instance=True)
+
+
+@register
+def mask2former_cityscapes_panoptic_r101() -> ExperimentConfig:
+    """Cityscapes panoptic, Mask2Former R101 (PQ 62.4 published)."""
+    return _m2f_crop(_CITYSCAPES, "R101", panoptic=True, instance=True)
+
+
+@register
+def mask2former_cityscapes_panoptic_swin_tiny() -> ExperimentConfig:
+    """Cityscapes panoptic, Mask2Former Swin-T (PQ 63.9 published)."""
+    return _m2f_crop(_CITYSCAPES, "Swin-T", panoptic=True, instance=True)
+
+
+@register
+def mask2former_cityscapes_panoptic_swin_small() -> ExperimentConfig:
+    """Cityscapes panoptic, Mask2Former Swin-S (PQ 64.8 published)."""
+    return _m2f_crop(_CITYSCAPES, "Swin-S", panoptic=True, instance=True)
+
+
+@register
+def mask2former_cityscapes_panoptic_swin_base_in21k() -> ExperimentConfig:
+    """Cityscapes panoptic, Mask2Former Swin-B (IN-21k) (PQ 66.1 published)."""
+    return _m2f_crop(_CITYSCAPES, "Swin-B", panoptic=True, instance=True)
+
+
+@register
+def mask2former_cityscapes_panoptic_swin_large() -> ExperimentConfig:
+    """Cityscapes panoptic, Mask2Former Swin-L (IN-21k), 200 queries (PQ 66.6 published)."""
+    return _m2f_crop(_CITYSCAPES, "Swin-L", panoptic=True, instance=True, num_queries=200)
+
+
+# Mapillary Vistas (65 classes, 37 things): OBJECT_MASK_THRESHOLD 0.0; the panoptic configs
+# turn instance output off.
+
+
+@register
+def mask2former_vistas_semantic_r50() -> ExperimentConfig:
+    """Mapillary Vistas semantic, Mask2Former R50 (mIoU 57.4 published)."""
+    return _m2f_crop(_M2F_VISTAS, "R50", object_mask_threshold=0.0)
+
+
+@register
+def mask2former_vistas_semantic_swin_large() -> ExperimentConfig:
+    """Mapillary Vistas semantic, Mask2Former Swin-L (IN-21k) (mIoU 63.2 published)."""
+    return _m2f_crop(_M2F_VISTAS, "Swin-L", object_mask_threshold=0.0)
+
+
+@register
+def mask2former_vistas_panoptic_r50() -> ExperimentConfig:
+    """Mapillary Vistas panoptic, Mask2Former R50 (PQ 36.3 published)."""
+    return _m2f_crop(_M2F_VISTAS, "R50", panoptic=True, object_mask_threshold=0.0)
+
+
+@register
+def mask2former_vistas_panoptic_swin_large() -> ExperimentConfig:
+    """Mapillary Vistas panoptic, Mask2Former Swin-L (IN-21k), 200 queries (PQ 45.5 published)."""
+    return _m2f_crop(_M2F_VISTAS, "Swin-L", panoptic=True, num_queries=200,
+                     object_mask_threshold=0.0)
 
 
 def _tiny_model(pixel_decoder: str, num_classes: int) -> ModelConfig:

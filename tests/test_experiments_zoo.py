@@ -1,9 +1,12 @@
-"""The experiments of the original MaskFormer's released models (`experiments.ZOO`).
+"""The experiments of the original MaskFormer's and Mask2Former's released models
+(`experiments.ZOO`, `experiments.MASK2FORMER_ZOO`).
 
-The model list, Hugging Face ids and Swin settings are read from the reference's MODEL_ZOO.md
-(beside the reference vectors of MASKFORMER_REFERENCE_DATA, or ../shared from the repository);
-the settings of a few models per family are the numbers of the original's config files, typed
-here. Configs only: no model is built.
+MaskFormer: the model list, Hugging Face ids and Swin settings are read from the reference's
+MODEL_ZOO.md (beside the reference vectors of MASKFORMER_REFERENCE_DATA, or ../shared from the
+repository). Mask2Former: its MODEL_ZOO.md's image models (config, file id, backbone, published
+numbers) are typed here, as are its Swin settings. For both, the settings of a few models per
+family are the numbers of the original's config files, typed here. Configs only: no model is
+built.
 """
 
 import itertools
@@ -17,7 +20,14 @@ from maskformer import experiments
 from maskformer.config import ConfigError
 from maskformer.conversion import infer
 from maskformer.data.categories import builtin_categories, builtin_for_dataset
-from maskformer.experiments import ZOO, describe, get_experiment, list_experiments
+from maskformer.experiments import (
+    MASK2FORMER_ZOO,
+    ZOO,
+    describe,
+    get_experiment,
+    list_experiments,
+    mask2former_loss,
+)
 from tests.conftest import REFERENCE_ENV
 
 ROOT = Path(__file__).parents[1]
@@ -98,7 +108,8 @@ def test_every_released_model_has_exactly_one_experiment(released):
 
 
 def test_the_registry_holds_the_zoo_and_the_small_experiments_only():
-    assert set(list_experiments()) == set(ZOO) | NOT_RELEASED
+    assert not set(ZOO) & set(MASK2FORMER_ZOO)
+    assert set(list_experiments()) == set(ZOO) | set(MASK2FORMER_ZOO) | NOT_RELEASED
 
 
 def test_hugging_face_ids(hf_ids):
@@ -297,3 +308,281 @@ def test_the_model_zoo_page_lists_every_model():
         assert f"--experiment {name} --out models/{name}" in text, name
         if entry.hf_id:
             assert entry.hf_id in text, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask2Former
+# ---------------------------------------------------------------------------------------------
+
+# The image models of Mask2Former's MODEL_ZOO.md: config (under configs/) -> (file id, backbone
+# as the table writes it, the published numbers in its columns' order). The table links the
+# Vistas semantic R50 model to mapillary-vistas/semantic-segmentation/maskformer_R50_bs16_300k.yaml,
+# a file the repository does not have: its config is maskformer2_R50_bs16_300k.yaml. It gives the
+# ADE20K instance Swin-L model the backbone "R50"; its config is Swin-L's.
+M2F_RELEASED = {
+    "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml": ("94dc52", "R50", (51.9, 41.7, 61.7)),
+    "coco/panoptic-segmentation/maskformer2_R101_bs16_50ep.yaml": ("b807bd", "R101", (52.6, 42.6, 62.4)),
+    "coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml": ("9fd0ae", "Swin-T", (53.2, 43.3, 63.2)),
+    "coco/panoptic-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml": ("a407fd", "Swin-S", (54.6, 44.7, 64.2)),
+    "coco/panoptic-segmentation/swin/maskformer2_swin_base_384_bs16_50ep.yaml": ("9d7f02", "Swin-B", (55.1, 45.2, 65.1)),
+    "coco/panoptic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_50ep.yaml": ("54b88a", "Swin-B (IN21k)", (56.4, 46.3, 67.1)),
+    "coco/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml": ("f07440", "Swin-L (IN21k)", (57.8, 48.6, 67.4)),
+    "coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml": ("3c8ec9", "R50", (43.7, 30.6)),
+    "coco/instance-segmentation/maskformer2_R101_bs16_50ep.yaml": ("eba159", "R101", (44.2, 31.1)),
+    "coco/instance-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml": ("86143f", "Swin-T", (45.0, 31.8)),
+    "coco/instance-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml": ("1e7f22", "Swin-S", (46.3, 32.9)),
+    "coco/instance-segmentation/swin/maskformer2_swin_base_384_bs16_50ep.yaml": ("f6e0f6", "Swin-B", (46.7, 33.2)),
+    "coco/instance-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_50ep.yaml": ("83d103", "Swin-B (IN21k)", (48.1, 34.4)),
+    "coco/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml": ("e5f453", "Swin-L (IN21k)", (50.1, 36.2)),
+    "cityscapes/panoptic-segmentation/maskformer2_R50_bs16_90k.yaml": ("4ab90c", "R50", (62.1, 37.3, 77.5)),
+    "cityscapes/panoptic-segmentation/maskformer2_R101_bs16_90k.yaml": ("04d286", "R101", (62.4, 37.7, 78.6)),
+    "cityscapes/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml": ("ceba0f", "Swin-T", (63.9, 39.1, 80.5)),
+    "cityscapes/panoptic-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml": ("23efb7", "Swin-S", (64.8, 40.7, 81.8)),
+    "cityscapes/panoptic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml": ("fa840f", "Swin-B (IN21k)", (66.1, 42.8, 82.7)),
+    "cityscapes/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml": ("064788", "Swin-L (IN21k)", (66.6, 43.6, 82.9)),
+    "cityscapes/instance-segmentation/maskformer2_R50_bs16_90k.yaml": ("01a8ed", "R50", (37.4, 61.9)),
+    "cityscapes/instance-segmentation/maskformer2_R101_bs16_90k.yaml": ("c2b8c8", "R101", (38.5, 63.9)),
+    "cityscapes/instance-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml": ("6a63f8", "Swin-T", (39.7, 66.9)),
+    "cityscapes/instance-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml": ("974824", "Swin-S", (41.8, 70.4)),
+    "cityscapes/instance-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml": ("7a3b6d", "Swin-B (IN21k)", (42.0, 68.8)),
+    "cityscapes/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml": ("dfa862", "Swin-L (IN21k)", (43.7, 71.4)),
+    "cityscapes/semantic-segmentation/maskformer2_R50_bs16_90k.yaml": ("cc1b1f", "R50", (79.4, 82.2)),
+    "cityscapes/semantic-segmentation/maskformer2_R101_bs16_90k.yaml": ("257ce8", "R101", (80.1, 81.9)),
+    "cityscapes/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml": ("2d58d4", "Swin-T", (82.1, 83.0)),
+    "cityscapes/semantic-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml": ("fa26ae", "Swin-S", (82.6, 83.6)),
+    "cityscapes/semantic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml": ("1c6b65", "Swin-B (IN21k)", (83.3, 84.5)),
+    "cityscapes/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml": ("17c1ee", "Swin-L (IN21k)", (83.3, 84.3)),
+    "ade20k/panoptic-segmentation/maskformer2_R50_bs16_160k.yaml": ("5c90d4", "R50", (39.7, 26.5, 46.1)),
+    "ade20k/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k.yaml": ("e0c58e", "Swin-L (IN21k)", (48.1, 34.2, 54.5)),
+    "ade20k/instance-segmentation/maskformer2_R50_bs16_160k.yaml": ("67e945", "R50", (26.4,)),
+    "ade20k/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k.yaml": ("92dae9", "Swin-L (IN21k)", (34.9,)),
+    "ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml": ("500878", "R50", (47.2, 49.2)),
+    "ade20k/semantic-segmentation/maskformer2_R101_bs16_90k.yaml": ("0d68be", "R101", (47.8, 50.1)),
+    "ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml": ("5274a6", "Swin-T", (47.7, 49.6)),
+    "ade20k/semantic-segmentation/swin/maskformer2_swin_small_bs16_160k.yaml": ("011c6d", "Swin-S", (51.3, 52.4)),
+    "ade20k/semantic-segmentation/swin/maskformer2_swin_base_384_bs16_160k_res640.yaml": ("503e96", "Swin-B", (52.4, 53.7)),
+    "ade20k/semantic-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_160k_res640.yaml": ("7e47bf", "Swin-B (IN21k)", (53.9, 55.1)),
+    "ade20k/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k_res640.yaml": ("6b4a3a", "Swin-L (IN21k)", (56.1, 57.3)),
+    "mapillary-vistas/panoptic-segmentation/maskformer_R50_bs16_300k.yaml": ("4e9874", "R50", (36.3, 50.7)),
+    "mapillary-vistas/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_300k.yaml": ("132c71", "Swin-L (IN21k)", (45.5, 60.8)),
+    "mapillary-vistas/semantic-segmentation/maskformer2_R50_bs16_300k.yaml": ("6c66d0", "R50", (57.4, 59.0)),
+    "mapillary-vistas/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_300k.yaml": ("90ee2d", "Swin-L (IN21k)", (63.2, 64.7)),
+}
+# The video models (YouTubeVIS 2019 and 2021): no video pipeline here.
+M2F_VIDEO_FILES = ["34112b", "a34dca", "26fffe", "4a5174", "221a8a", "c5c739",
+                   "b8aae2", "6efd7a", "965185", "0dec91", "a9b925", "4da256"]
+# Image models without an experiment: the instance models. Their classes are the thing classes
+# of a built-in list (COCO's 80, ADE20K's 100, Cityscapes' 8), for which there is no built-in
+# list, so their class names cannot be resolved (`builtin_for_dataset`); Cityscapes' instance
+# ground truth besides has no converter here.
+M2F_INSTANCE_CLASSES = {"coco": 80, "ade20k": 100, "cityscapes": 8}
+M2F_NOT_REGISTERED = {c for c in M2F_RELEASED if "/instance-segmentation/" in c}
+M2F_CATEGORIES = {"coco": "coco_panoptic", "ade20k": "ade20k_150", "cityscapes": "cityscapes_19",
+                  "mapillary-vistas": "mapillary_vistas_65"}
+# MODEL.SWIN and MODEL.WEIGHTS of the Mask2Former configs: (embed_dim, depths, heads, window).
+M2F_SWIN = {"Swin-T": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7),
+            "Swin-S": (96, [2, 2, 18, 2], [3, 6, 12, 24], 7),
+            "Swin-B": (128, [2, 2, 18, 2], [4, 8, 16, 32], 12),
+            "Swin-L": (192, [2, 2, 18, 2], [6, 12, 24, 48], 12)}
+M2F_WEIGHTS = {"R50": "detectron2://ImageNetPretrained/torchvision/R-50.pkl", "R101": "R-101.pkl",
+               "Swin-T": "swin_tiny_patch4_window7_224.pkl",
+               "Swin-S": "swin_small_patch4_window7_224.pkl",
+               "Swin-B": "swin_base_patch4_window12_384.pkl",
+               "Swin-B (IN21k)": "swin_base_patch4_window12_384_22k.pkl",
+               "Swin-L (IN21k)": "swin_large_patch4_window12_384_22k.pkl"}
+
+
+def _m2f_kind(config_path):
+    """(data folder, task) of a Mask2Former config path."""
+    data, task = config_path.split("/")[:2]
+    return data, task.split("-")[0]
+
+
+def test_every_released_mask2former_image_model_has_one_experiment_or_is_listed_as_not_supported():
+    assert len(M2F_RELEASED) == 47 and len(M2F_NOT_REGISTERED) == 15
+    by_config = {entry.config: name for name, entry in MASK2FORMER_ZOO.items()}
+    assert len(by_config) == len(MASK2FORMER_ZOO) == 32
+    assert sorted(by_config) == sorted(set(M2F_RELEASED) - M2F_NOT_REGISTERED)
+    for config, name in by_config.items():
+        assert MASK2FORMER_ZOO[name].file == f"model_final_{M2F_RELEASED[config][0]}.pkl", name
+    files = [entry.file for entry in [*ZOO.values(), *MASK2FORMER_ZOO.values()]]
+    assert len(set(files)) == len(files)
+
+
+def test_the_instance_models_are_not_registered_because_their_classes_are_not_built_in():
+    """The reason docs/model_zoo.md gives: when a built-in list of an instance dataset's classes
+    exists, this fails, and the instance models can be registered."""
+    for config in M2F_NOT_REGISTERED:
+        data, task = _m2f_kind(config)
+        assert task == "instance"
+        things = [c for c in builtin_categories(M2F_CATEGORIES[data]) if c["isthing"]]
+        assert len(things) == M2F_INSTANCE_CLASSES[data]
+        assert builtin_for_dataset("coco_instance", len(things)) is None
+
+
+@pytest.mark.parametrize("name", sorted(MASK2FORMER_ZOO))
+def test_mask2former_name_metric_backbone_and_classes(name):
+    entry = MASK2FORMER_ZOO[name]
+    data, task = _m2f_kind(entry.config)
+    _, backbone, numbers = M2F_RELEASED[entry.config]
+    short = {"ade20k": "ade20k", "coco": "coco", "cityscapes": "cityscapes",
+             "mapillary-vistas": "vistas"}[data]
+    size = {"R50": "r50", "R101": "r101", "Swin-T": "swin_tiny", "Swin-S": "swin_small",
+            "Swin-B": "swin_base", "Swin-B (IN21k)": "swin_base_in21k",
+            "Swin-L (IN21k)": "swin_large"}[backbone]
+    assert name == f"mask2former_{short}_{task}_{size}"
+    assert entry.backbone == backbone.split()[0]
+    assert entry.init_weights == M2F_WEIGHTS[backbone]
+
+    kind = "PQ" if task == "panoptic" else "mIoU"
+    assert entry.metric.startswith(f"{kind} ")
+    assert tuple(float(x) for x in re.findall(r"\d+\.\d+", entry.metric)) == numbers
+    first_line = describe(name)
+    assert f"({kind} {numbers[0]} published)" in first_line
+    assert re.search(rf"\b{re.escape(entry.backbone)}\b", first_line), first_line
+    if entry.backbone == "Swin-B":
+        assert ("(IN-21k)" in first_line) == ("IN21k" in entry.config), first_line
+
+    config = zoo_config(name)
+    expected = builtin_categories(M2F_CATEGORIES[data])
+    assert entry.categories == M2F_CATEGORIES[data]
+    assert config.model.num_classes == len(expected)
+    assert builtin_for_dataset(config.data.dataset, config.model.num_classes) == expected
+    assert (config.eval.panoptic, config.eval.semantic) == (task == "panoptic", True)
+    # INSTANCE_ON: the panoptic configs, but Mapillary Vistas'.
+    assert config.eval.instance == (task == "panoptic" and data != "mapillary-vistas")
+
+
+@pytest.mark.parametrize("name", sorted(MASK2FORMER_ZOO))
+def test_mask2former_model_criterion_and_solver(name):
+    """What every released Mask2Former shares (MODEL.SEM_SEG_HEAD, MODEL.MASK_FORMER, SOLVER)."""
+    entry, config = MASK2FORMER_ZOO[name], zoo_config(name)
+    model = config.model
+    assert (model.architecture, model.pixel_decoder) == ("mask2former", "msdeform")
+    assert (model.pixel_decoder_enc_layers, model.pixel_decoder_num_heads,
+            model.pixel_decoder_dim_feedforward) == (6, 8, 1024)
+    assert model.dec_layers == 10 - 1  # DEC_LAYERS counts the learned queries' prediction
+    assert (model.hidden_dim, model.conv_dim, model.mask_dim, model.num_heads,
+            model.dim_feedforward, model.dropout) == (256, 256, 256, 8, 2048, 0.0)
+    assert (model.enc_layers, model.transformer_in_feature, model.enforce_input_proj) == (
+        0, "", False)
+    assert model.deep_supervision and model.size_divisibility == 32
+    assert model.pixel_mean == [123.675, 116.28, 103.53]
+    assert model.pixel_std == [58.395, 57.12, 57.375]
+    # "(200 queries)" in MODEL_ZOO.md: the Swin-L models but the semantic ones.
+    queries = 200 if entry.backbone == "Swin-L" and "semantic" not in name else 100
+    assert model.num_queries == queries == config.data.max_instances
+
+    assert config.loss == mask2former_loss()
+    assert (config.loss.class_weight, config.loss.mask_weight, config.loss.dice_weight,
+            config.loss.no_object_weight, config.loss.num_points) == (2.0, 5.0, 5.0, 0.1, 12544)
+
+    train = config.train
+    assert (train.global_batch_size, train.learning_rate, train.weight_decay,
+            train.backbone_multiplier, train.clip_norm, train.warmup_steps) == (
+        16, 1e-4, 0.05, 0.1, 0.01, 0)
+    assert train.mixed_precision == "float16"  # SOLVER.AMP.ENABLED
+    assert config.eval.instance_top_k == 100  # TEST.DETECTIONS_PER_IMAGE
+
+    bb = model.backbone
+    if entry.backbone in M2F_SWIN:
+        assert bb.type == "swin"
+        assert (bb.swin.embed_dim, bb.swin.depths, bb.swin.num_heads, bb.swin.window_size) == (
+            M2F_SWIN[entry.backbone])
+        assert (bb.swin.patch_size, bb.swin.drop_path_rate) == (4, 0.3)
+    else:
+        assert (bb.type, bb.depth, bb.stem_type, bb.norm) == (
+            "resnet", int(entry.backbone[1:]), "basic", "frozen_bn")
+
+
+def test_mask2former_hugging_face_ids_follow_the_conversion_script():
+    """transformers' convert_mask2former_original_pytorch_checkpoint_to_pytorch.py names each
+    converted Swin model mask2former-swin-<tiny|small|base|base-IN21k|large>-<data>-<task>,
+    <data> the config's folder with "ade20k" written "ade"; it converts no ResNet model."""
+    for name, entry in MASK2FORMER_ZOO.items():
+        if not entry.backbone.startswith("Swin-"):
+            assert entry.hf_id is None, name
+            continue
+        data, task = _m2f_kind(entry.config)
+        stem = Path(entry.config).stem
+        size = next(s for s in ("tiny", "small", "base_IN21k", "base", "large") if s in stem)
+        data = "ade" if data == "ade20k" else data
+        assert entry.hf_id == f"facebook/mask2former-swin-{size.replace('_', '-')}-{data}-{task}"
+
+
+# Settings of the original's config files (after _BASE_), typed: INPUT.*, SOLVER.*, TEST.
+M2F_ADE_R50 = {
+    "data.dataset": "ade20k_semantic", "data.augmentation": "ade20k", "data.color_jitter": True,
+    "data.crop_size": [512, 512], "data.output_size": [512, 512], "min_sizes": (256, 1024, 16),
+    "data.max_size": 2048, "data.eval_short_edge": 512, "data.eval_max_size": 2048,
+    "data.size_divisibility": 32, "train.steps": 160_000, "train.schedule": "poly",
+    "train.poly_power": 0.9, "eval.object_mask_threshold": 0.8, "eval.overlap_threshold": 0.8,
+    "model.num_queries": 100,
+}
+M2F_RES640 = {"data.crop_size": [640, 640], "data.output_size": [640, 640],
+              "min_sizes": (320, 1280, 16), "data.max_size": 2560,
+              "data.eval_short_edge": 640, "data.eval_max_size": 2560}
+M2F_CITYSCAPES = {**M2F_ADE_R50, "data.crop_size": [512, 1024], "data.output_size": [512, 1024],
+                  "min_sizes": (512, 2048, 16), "data.max_size": 4096,
+                  "data.eval_short_edge": 1024, "data.eval_max_size": 2048, "train.steps": 90_000}
+M2F_VISTAS = {**M2F_ADE_R50, "data.crop_size": [1024, 1024], "data.output_size": [1024, 1024],
+              "min_sizes": (1024, 4096, 16), "data.max_size": 8192, "data.eval_short_edge": 2048,
+              "data.eval_max_size": 2048, "train.steps": 300_000,
+              "eval.object_mask_threshold": 0.0}
+# LSJ (IMAGE_SIZE 1024, scales 0.1 .. 2.0) through the "ade20k" augmentation: see the experiment.
+M2F_COCO = {
+    "data.dataset": "coco_panoptic", "data.augmentation": "ade20k", "data.color_jitter": False,
+    "data.crop_size": [1024, 1024], "data.output_size": [1024, 1024],
+    "data.crop_pad_value": 128.0, "min_sizes": (102, 2048, 20), "data.max_size": 2048,
+    "data.eval_short_edge": 800, "data.eval_max_size": 1333, "data.eval_output_size": [],
+    "data.size_divisibility": 32, "train.steps": 368_750, "train.schedule": "step",
+    "train.step_boundaries": [327_778, 355_092], "train.step_factor": 0.1,
+    "eval.object_mask_threshold": 0.8, "eval.overlap_threshold": 0.8, "model.num_queries": 100,
+}
+M2F_EXPECTED = {
+    "mask2former_coco_panoptic_r50": M2F_COCO,
+    "mask2former_coco_panoptic_swin_base": M2F_COCO,
+    "mask2former_coco_panoptic_swin_large": {
+        **M2F_COCO, "train.steps": 737_500, "train.step_boundaries": [655_556, 710_184],
+        "model.num_queries": 200},
+    "mask2former_ade20k_semantic_r50": M2F_ADE_R50,
+    "mask2former_ade20k_semantic_r101": M2F_ADE_R50,
+    "mask2former_ade20k_semantic_swin_small": M2F_ADE_R50,
+    "mask2former_ade20k_semantic_swin_base": {**M2F_ADE_R50, **M2F_RES640},
+    "mask2former_ade20k_semantic_swin_large": {**M2F_ADE_R50, **M2F_RES640},
+    "mask2former_ade20k_panoptic_r50": {**M2F_ADE_R50, **M2F_RES640},
+    "mask2former_ade20k_panoptic_swin_large": {**M2F_ADE_R50, **M2F_RES640,
+                                               "model.num_queries": 200},
+    "mask2former_cityscapes_semantic_r101": M2F_CITYSCAPES,
+    "mask2former_cityscapes_semantic_swin_large": M2F_CITYSCAPES,
+    "mask2former_cityscapes_panoptic_swin_large": {**M2F_CITYSCAPES, "model.num_queries": 200},
+    "mask2former_vistas_semantic_r50": M2F_VISTAS,
+    "mask2former_vistas_panoptic_swin_large": {**M2F_VISTAS, "model.num_queries": 200},
+}
+
+
+@pytest.mark.parametrize("name", sorted(M2F_EXPECTED))
+def test_mask2former_settings_are_the_original_configs(name):
+    config = zoo_config(name)
+    for key, value in M2F_EXPECTED[name].items():
+        if key == "min_sizes":
+            sizes = config.data.min_scale_sizes
+            assert (sizes[0], sizes[-1], len(sizes)) == value, (name, key)
+        else:
+            assert _get(config, key) == value, (name, key)
+
+
+def test_the_model_zoo_page_lists_every_mask2former_model():
+    text = (ROOT / "docs" / "model_zoo.md").read_text()
+    section = text.split("## Mask2Former", 1)[1]
+    rows = {line for line in section.splitlines() if line.startswith("|")}
+    for name, entry in MASK2FORMER_ZOO.items():
+        row = [line for line in rows if f"`{name}`" in line]
+        assert len(row) == 1, name
+        assert entry.file in row[0] and re.findall(r"\d+\.\d+", entry.metric)[0] in row[0], name
+        assert (entry.hf_id or "| - |") in row[0], name
+    for config in M2F_NOT_REGISTERED:
+        row = [line for line in rows if f"model_final_{M2F_RELEASED[config][0]}.pkl" in line]
+        assert len(row) == 1 and "not supported" in row[0], config
+    for file in M2F_VIDEO_FILES:
+        assert f"model_final_{file}.pkl" in section, file

@@ -15,11 +15,12 @@ from maskformer.cli.common import (
 
 
 def add_subcommands(sub) -> None:
-    p = add_command(sub, "convert", "convert a PyTorch checkpoint (detectron2 or HF) to a model "
-                                    "directory")
+    p = add_command(sub, "convert", "convert a MaskFormer or Mask2Former PyTorch checkpoint "
+                                    "(detectron2 or HF) to a model directory")
     p.add_argument("checkpoint", type=Path,
                    help=".pkl / .pth (detectron2); .safetensors / .bin or the folder "
-                        "save_pretrained writes (HF)")
+                        "save_pretrained writes (HF MaskFormerForInstanceSegmentation or "
+                        "Mask2FormerForUniversalSegmentation)")
     p.add_argument("--from", dest="source", required=True, choices=["hf", "detectron2"],
                    help="where the checkpoint comes from")
     p.add_argument("--hf-config", type=Path, help="HF config.json (default: beside the checkpoint)")

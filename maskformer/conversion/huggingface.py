@@ -1,8 +1,28 @@
-"""Hugging Face `transformers` MaskFormer (ResNet or Swin backbone) into the Keras model.
+"""Hugging Face `transformers` MaskFormer and Mask2Former (ResNet or Swin backbone) into the
+Keras model.
 
 HF names are rewritten to the original's state-dict names (separate q/k/v projections are
 stacked into the fused `in_proj`, or for Swin into `qkv`), then `detectron2.assign_weights`
 sets the model strictly. The model configuration comes from HF's `config.json`.
+
+`MaskFormerForInstanceSegmentation` names become the original MaskFormer's,
+`Mask2FormerForUniversalSegmentation` names the original Mask2Former's (HF's own conversion
+script, `convert_mask2former_original_pytorch_checkpoint_to_pytorch.py`, is the
+correspondence); which one a state dict is follows from its names (`hf_architecture`). Files
+hold the names `save_pretrained` writes; the module names of transformers >= 5 (its Swin's
+`swin.` level, `q_proj`, `o_proj`, `mlp.fc1`, `relative_position_bias.*`) are read as well.
+
+HF tensors that no output depends on are dropped, each named below (`_UNUSED`,
+`_MASK2FORMER_UNUSED`); any other tensor without a place is an error naming it.
+
+HF's Mask2Former computes what the original does wherever the two have the same settings
+(tests/conversion/test_mask2former_huggingface.py compares it with ours, every weight random;
+the modeling tests compare ours with the original's recorded outputs). Its config has settings
+the original fixes (`pre_norm`, `activation_function`, `common_stride`, `feature_strides`):
+values other than the original's are refused rather than approximated. Its Swin shrinks the
+window and drops the shift on maps no larger than the window unless called with
+`always_partition=True`, which SwinBackbone does in transformers 5 (the parity test's res5
+maps are smaller than the window); the original always pads to whole windows and shifts.
 """
 
 from __future__ import annotations
@@ -16,8 +36,8 @@ import numpy as np
 from maskformer.config import BackboneConfig, ModelConfig, SwinConfig
 from maskformer.conversion.safe_pickle import CheckpointError
 
-# HF FPN layer i runs coarse to fine: res4, res3, res2, i.e. the original's index 3 - i.
-_RULES = [
+# ResNetBackbone, where both HF models keep it (`model.pixel_level_module.encoder`).
+_RESNET_RULES = [
     (r"model\.pixel_level_module\.encoder\.embedder\.embedder\.convolution\.(.*)",
      r"backbone.stem.conv1.\1"),
     (r"model\.pixel_level_module\.encoder\.embedder\.embedder\.normalization\.(.*)",
@@ -32,6 +52,10 @@ _RULES = [
     (r"model\.pixel_level_module\.encoder\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d)"
      r"\.normalization\.(.*)",
      lambda m: f"backbone.res{int(m[1]) + 2}.{m[2]}.conv{int(m[3]) + 1}.norm.{m[4]}"),
+]
+
+# HF FPN layer i runs coarse to fine: res4, res3, res2, i.e. the original's index 3 - i.
+_RULES = _RESNET_RULES + [
     (r"model\.pixel_level_module\.decoder\.fpn\.stem\.0\.(.*)",
      r"sem_seg_head.pixel_decoder.layer_4.\1"),
     (r"model\.pixel_level_module\.decoder\.fpn\.stem\.1\.(.*)",
@@ -83,6 +107,14 @@ _SWIN_BLOCK_PARTS = {
     "attention.output.dense": "attn.proj",
     "intermediate.dense": "mlp.fc1",
     "output.dense": "mlp.fc2",
+    # transformers >= 5 module names of its Swin (SwinBackbone; files keep the names above)
+    "attention.relative_position_bias": "attn",
+    "attention.q_proj": "attn.query",
+    "attention.k_proj": "attn.key",
+    "attention.v_proj": "attn.value",
+    "attention.o_proj": "attn.proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
 }
 
 # Separate projections stacked (q, k, v rows) into the original's fused one.
@@ -105,6 +137,108 @@ _DECODER_PARTS = {
     "fc1": "linear1",
     "fc2": "linear2",
 }
+
+
+# --- Mask2Former (Mask2FormerForUniversalSegmentation) -------------------------------------
+
+_M2F_SWIN = r"model\.pixel_level_module\.encoder\.(?:swin\.)?"  # transformers >= 5: `swin.`
+_M2F_DECODER = r"model\.pixel_level_module\.decoder\."
+_M2F_MODULE = r"model\.transformer_module\."
+_PIXEL_DECODER = "sem_seg_head.pixel_decoder"
+_PREDICTOR = "sem_seg_head.predictor"
+
+# The deformable encoder layer (Mask2FormerPixelDecoderEncoderLayer -> MSDeformAttnTransformer-
+# EncoderLayer): the attention's four projections keep their names.
+_DEFORMABLE_LAYER_PARTS = {
+    **{f"self_attn.{p}": f"self_attn.{p}"
+       for p in ("sampling_offsets", "attention_weights", "value_proj", "output_proj")},
+    "self_attn_layer_norm": "norm1",
+    "fc1": "linear1",
+    "fc2": "linear2",
+    "final_layer_norm": "norm2",
+}
+
+# One HF masked-attention layer holds the i-th layer of each of the original's three lists.
+_MASKED_LAYER_PARTS = {
+    "cross_attn": "transformer_cross_attention_layers.{i}.multihead_attn",  # in_proj_*
+    "cross_attn.out_proj": "transformer_cross_attention_layers.{i}.multihead_attn.out_proj",
+    "cross_attn_layer_norm": "transformer_cross_attention_layers.{i}.norm",
+    # q/k/v are fused into in_proj below
+    **{f"self_attn.{p}_proj": f"transformer_self_attention_layers.{{i}}.self_attn.{p}_proj"
+       for p in "qkv"},
+    "self_attn.out_proj": "transformer_self_attention_layers.{i}.self_attn.out_proj",
+    "self_attn.o_proj": "transformer_self_attention_layers.{i}.self_attn.out_proj",
+    "self_attn_layer_norm": "transformer_self_attention_layers.{i}.norm",
+    "fc1": "transformer_ffn_layers.{i}.linear1",
+    "fc2": "transformer_ffn_layers.{i}.linear2",
+    "mlp.fc1": "transformer_ffn_layers.{i}.linear1",
+    "mlp.fc2": "transformer_ffn_layers.{i}.linear2",
+    "final_layer_norm": "transformer_ffn_layers.{i}.norm",
+}
+
+
+def _part_name(parts: dict[str, str], rest: str, **fields) -> str:
+    module, _, leaf = rest.rpartition(".")
+    if module in parts:
+        return f"{parts[module].format(**fields)}.{leaf}"
+    return f"<unknown>{rest}"
+
+
+_MASK2FORMER_RULES = _RESNET_RULES + [
+    # SwinBackbone (SwinConfig, model_type "swin")
+    (_M2F_SWIN + r"embeddings\.patch_embeddings\.projection\.(weight|bias)",
+     r"backbone.patch_embed.proj.\1"),
+    (_M2F_SWIN + r"embeddings\.norm\.(weight|bias)", r"backbone.patch_embed.norm.\1"),
+    (_M2F_SWIN + r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*)",
+     lambda m: f"backbone.layers.{m[1]}.blocks.{m[2]}." + _swin_block_name(m[3])),
+    (_M2F_SWIN + r"encoder\.layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)",
+     r"backbone.layers.\1.downsample.\2.\3"),
+    # The norms of the outputs stage1..stage4: the original's norm0..norm3.
+    (r"model\.pixel_level_module\.encoder\.hidden_states_norms\.stage(\d)\.(weight|bias)",
+     lambda m: f"backbone.norm{int(m[1]) - 1}.{m[2]}"),
+    # Pixel decoder: the encoder's input projections (conv, GroupNorm) coarsest first, as the
+    # original's; HF's `adapter_i` / `layer_i` are the original's modules of the same name.
+    (_M2F_DECODER + r"input_projections\.(\d+)\.([01])\.(weight|bias)",
+     rf"{_PIXEL_DECODER}.input_proj.\1.\2.\3"),
+    (_M2F_DECODER + r"level_embed", f"{_PIXEL_DECODER}.transformer.level_embed"),
+    (_M2F_DECODER + r"encoder\.layers\.(\d+)\.(.*)",
+     lambda m: f"{_PIXEL_DECODER}.transformer.encoder.layers.{m[1]}."
+               + _part_name(_DEFORMABLE_LAYER_PARTS, m[2])),
+    (_M2F_DECODER + r"(adapter|layer)_(\d+)\.0\.weight", rf"{_PIXEL_DECODER}.\1_\2.weight"),
+    (_M2F_DECODER + r"(adapter|layer)_(\d+)\.1\.(weight|bias)",
+     rf"{_PIXEL_DECODER}.\1_\2.norm.\3"),
+    (_M2F_DECODER + r"mask_projection\.(weight|bias)", rf"{_PIXEL_DECODER}.mask_features.\1"),
+    # Transformer decoder and heads.
+    (_M2F_MODULE + r"queries_embedder\.weight", f"{_PREDICTOR}.query_embed.weight"),
+    (_M2F_MODULE + r"queries_features\.weight", f"{_PREDICTOR}.query_feat.weight"),
+    (_M2F_MODULE + r"level_embed\.weight", f"{_PREDICTOR}.level_embed.weight"),
+    (_M2F_MODULE + r"input_projections\.(\d+)\.(weight|bias)", rf"{_PREDICTOR}.input_proj.\1.\2"),
+    (_M2F_MODULE + r"decoder\.layernorm\.(weight|bias)", rf"{_PREDICTOR}.decoder_norm.\1"),
+    (_M2F_MODULE + r"decoder\.layers\.(\d+)\.(.*)",
+     lambda m: f"{_PREDICTOR}." + _part_name(_MASKED_LAYER_PARTS, m[2], i=m[1])),
+    (_M2F_MODULE + r"decoder\.mask_predictor\.mask_embedder\.(\d)\.0\.(weight|bias)",
+     rf"{_PREDICTOR}.mask_embed.layers.\1.\2"),
+    (r"class_predictor\.(weight|bias)", rf"{_PREDICTOR}.class_embed.\1"),
+    (r"criterion\.empty_weight", "criterion.empty_weight"),
+]
+
+# HF tensors that no Mask2Former output depends on: the final LayerNorm of the SwinModel inside
+# HF's SwinBackbone, whose outputs are the stage outputs through `hidden_states_norms`
+# (SwinBackbone.forward reads `reshaped_hidden_states`, never `last_hidden_state`).
+_MASK2FORMER_UNUSED = [r"model\.pixel_level_module\.encoder\.(?:swin\.)?layernorm\.(weight|bias)"]
+
+# Names only Mask2FormerForUniversalSegmentation has (MaskFormer's pixel decoder is an FPN,
+# its transformer module a DETR decoder with `queries_embedder` alone).
+_MASK2FORMER_SIGNS = (r"model\.transformer_module\.(queries_features|decoder\.mask_predictor)\..*",
+                      r"model\.pixel_level_module\.decoder\.(input_projections|encoder)\..*")
+
+
+def hf_architecture(state) -> str:
+    """"mask2former" for a `Mask2FormerForUniversalSegmentation` state dict (by its names),
+    else "maskformer"."""
+    if any(re.fullmatch(sign, key) for key in state for sign in _MASK2FORMER_SIGNS):
+        return "mask2former"
+    return "maskformer"
 
 
 def _decoder_layer_name(rest: str) -> str:
@@ -136,18 +270,22 @@ def _fusion(name: str):
 
 
 def rename_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """HF MaskFormer names -> the original's names, q/k/v fused into `in_proj_*` (Swin: `qkv`).
+    """HF MaskFormer or Mask2Former names (`hf_architecture` tells which) -> the original's
+    names, q/k/v fused into `in_proj_*` (Swin: `qkv`).
 
     Raises:
-        CheckpointError: naming every HF tensor that has no place in MaskFormer.
+        CheckpointError: naming every HF tensor that has no place in the model.
     """
+    mask2former = hf_architecture(state) == "mask2former"
+    rules = _MASK2FORMER_RULES if mask2former else _RULES
+    unused = _MASK2FORMER_UNUSED if mask2former else _UNUSED
     renamed, unknown = {}, []
     for key, value in state.items():
         if key.endswith("num_batches_tracked"):
             continue  # BatchNorm bookkeeping, not a weight
-        if any(re.fullmatch(pattern, key) for pattern in _UNUSED):
+        if any(re.fullmatch(pattern, key) for pattern in unused):
             continue
-        for pattern, repl in _RULES:
+        for pattern, repl in rules:
             match = re.fullmatch(pattern, key)
             if match:
                 name = repl(match) if callable(repl) else match.expand(repl)
@@ -159,8 +297,9 @@ def rename_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         else:
             renamed[name] = value
     if unknown:
-        raise CheckpointError(f"{len(unknown)} unexpected Hugging Face tensors: "
-                              + ", ".join(unknown[:50]))
+        what = "Hugging Face Mask2Former tensors" if mask2former else "Hugging Face tensors"
+        raise CheckpointError(f"{len(unknown)} unexpected {what}: " + ", ".join(unknown[:50])
+                              + (" ..." if len(unknown) > 50 else ""))
     fused = {}
     for name, value in renamed.items():
         fusion = _fusion(name)
@@ -251,8 +390,17 @@ def _resnet_backbone_from_hf(bb: dict) -> BackboneConfig:
             f"Swin ({', '.join(SWIN_MODEL_TYPES)}) backbones")
     if bb.get("downsample_in_bottleneck", False):
         raise CheckpointError("downsample_in_bottleneck=True (stride in the 1x1) is not supported")
+    if bb.get("downsample_in_first_stage", False):
+        raise CheckpointError("backbone_config.downsample_in_first_stage=True is not supported "
+                              "(res2 has stride 1 in the original)")
+    if bb.get("hidden_act", "relu") != "relu":
+        raise CheckpointError(f"backbone_config.hidden_act {bb['hidden_act']!r} is not supported: "
+                              "only 'relu'")
     depths = list(bb.get("depths", [3, 4, 6, 3]))
     hidden = list(bb.get("hidden_sizes", [256, 512, 1024, 2048]))
+    if len(depths) != 4 or hidden != [hidden[0] * 2**s for s in range(4)]:
+        raise CheckpointError(f"backbone_config depths {depths}, hidden_sizes {hidden}: the "
+                              "backbone has four stages whose widths double")
     depth = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}.get(tuple(depths))
     return BackboneConfig(depth=depth or 50, stage_blocks=None if depth else depths,
                           stem_channels=bb.get("embedding_size", 64),
@@ -293,10 +441,14 @@ def _swin_backbone_from_hf(bb: dict) -> BackboneConfig:
 
 
 def model_config_from_hf(hf_config: dict | str | Path) -> ModelConfig:
-    """The ModelConfig for an HF MaskFormer `config.json` (ResNet bottleneck or Swin backbone)."""
+    """The ModelConfig for an HF MaskFormer or Mask2Former `config.json` (ResNet bottleneck or
+    Swin backbone)."""
     hf_config = read_hf_config(hf_config)
+    if hf_config.get("model_type") == "mask2former":
+        return mask2former_config_from_hf(hf_config)
     if hf_config.get("model_type") != "maskformer":
-        raise CheckpointError(f"not a MaskFormer config (model_type={hf_config.get('model_type')!r})")
+        raise CheckpointError("not a MaskFormer or Mask2Former config "
+                              f"(model_type={hf_config.get('model_type')!r})")
     bb = hf_config.get("backbone_config") or {}
     decoder = hf_config.get("decoder_config") or {}
     hidden_dim = decoder.get("d_model", 256)
@@ -326,5 +478,69 @@ def model_config_from_hf(hf_config: dict | str | Path) -> ModelConfig:
         enforce_input_proj=enforce_input_proj,
         # HF pads in its image processor, not in the model: the converted model does the same
         # arithmetic as HF's model. Experiments set size_divisibility where they need it.
+        size_divisibility=0,
+    )
+
+
+# Mask2FormerConfig settings the original (and so the model) has only one value of.
+_MASK2FORMER_FIXED = {"pre_norm": False, "activation_function": "relu", "common_stride": 4,
+                      "feature_strides": [4, 8, 16, 32]}
+
+
+def mask2former_config_from_hf(hf_config: dict | str | Path) -> ModelConfig:
+    """The Mask2Former ModelConfig for an HF `Mask2FormerConfig` (`model_type` "mask2former").
+
+    Defaults are HF's Mask2FormerConfig's. HF's `decoder_layers` is the original's DEC_LAYERS:
+    the first prediction comes from the learned queries, so HF builds `decoder_layers - 1`
+    masked-attention layers (Mask2FormerMaskedAttentionDecoder), our `dec_layers`.
+    `num_attention_heads` sets the heads of both the deformable encoder and the decoder, as
+    MASK_FORMER.NHEADS does in the original.
+
+    Raises:
+        CheckpointError: for settings the original does not have (pre-norm, another activation,
+            stride or backbone output set).
+    """
+    hf_config = read_hf_config(hf_config)
+    if hf_config.get("model_type") != "mask2former":
+        raise CheckpointError(f"not a Mask2Former config (model_type="
+                              f"{hf_config.get('model_type')!r})")
+    for key, value in _MASK2FORMER_FIXED.items():
+        found = hf_config.get(key, value)
+        if (list(found) if isinstance(found, list | tuple) else found) != value:
+            raise CheckpointError(f"{key} {found!r} is not supported: only {value!r} (the "
+                                  "original's)")
+    bb = hf_config.get("backbone_config") or {}
+    if bb.get("model_type", "swin") == "swin":  # HF's default backbone
+        backbone = _swin_backbone_from_hf({"model_type": "swin", **bb})
+    else:
+        backbone = _resnet_backbone_from_hf(bb)
+    if bb.get("out_features", _SWIN_STAGES) != _SWIN_STAGES:
+        raise CheckpointError(f"backbone_config.out_features {bb['out_features']}: Mask2Former "
+                              f"needs all of {_SWIN_STAGES}")
+    decoder_layers = int(hf_config.get("decoder_layers", 10))
+    if decoder_layers < 2:
+        raise CheckpointError(f"decoder_layers {decoder_layers}: at least 2 (the queries' own "
+                              "prediction and one masked-attention layer)")
+    heads = int(hf_config.get("num_attention_heads", 8))
+    num_labels = hf_config.get("num_labels") or len(hf_config.get("id2label", {}))
+    return ModelConfig(
+        backbone=backbone,
+        architecture="mask2former",
+        num_classes=int(num_labels),
+        pixel_decoder="msdeform",
+        conv_dim=int(hf_config.get("feature_size", 256)),
+        mask_dim=int(hf_config.get("mask_feature_size", 256)),
+        pixel_decoder_enc_layers=int(hf_config.get("encoder_layers", 6)),
+        pixel_decoder_num_heads=heads,
+        pixel_decoder_dim_feedforward=int(hf_config.get("encoder_feedforward_dim", 1024)),
+        num_queries=int(hf_config.get("num_queries", 100)),
+        hidden_dim=int(hf_config.get("hidden_dim", 256)),
+        num_heads=heads,
+        dim_feedforward=int(hf_config.get("dim_feedforward", 2048)),
+        enc_layers=0,
+        dec_layers=decoder_layers - 1,
+        dropout=float(hf_config.get("dropout", 0.0)),
+        enforce_input_proj=bool(hf_config.get("enforce_input_projection", False)),
+        # As for MaskFormer: HF pads in its image processor, not in the model.
         size_divisibility=0,
     )

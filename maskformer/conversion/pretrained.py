@@ -16,12 +16,14 @@ A freshly built model takes the weights of some of its parts ("backbone", "pixel
 - a torchvision ResNet state dict (`conv1.weight`, `layer1.0.downsample.0.weight`, `fc.*`);
 - a Hugging Face ResNet (`ResNetModel`, `ResNetForImageClassification`, `ResNetBackbone`) or
   Swin (`SwinModel`, `SwinForImageClassification`, `SwinBackbone`);
-- a whole MaskFormer checkpoint, detectron2's (`model_final_*.pkl`) or Hugging Face's;
+- a whole MaskFormer or Mask2Former checkpoint, detectron2's (`model_final_*.pkl`) or Hugging
+  Face's (`MaskFormerForInstanceSegmentation`, `Mask2FormerForUniversalSegmentation`);
 
 each as `.safetensors`, `.bin`, `.pth` or `.pkl`, or a folder holding one of them. The format is
 recognised from the tensor names. Every format but a model directory is renamed to the
-original MaskFormer's names (`backbone.res2.0.conv1.weight`) and set through the detectron2
-weight map (`detectron2.weight_map`) for the chosen parts only.
+original's names (MaskFormer's or Mask2Former's: `backbone.res2.0.conv1.weight`,
+`sem_seg_head.predictor.query_feat.weight`) and set through the detectron2 weight map
+(`detectron2.weight_map`) for the chosen parts only.
 
 Loading is strict within each chosen part: every variable of the part is set from the file, and
 every tensor of the file that belongs to the part is used, or `CheckpointError` lists the
@@ -128,7 +130,8 @@ class Converted:
     file names no rule of the format maps, reported as unexpected; `optional` is a pattern of
     original names the format does not have by nature, whose variables keep their
     initialisation (`optional_reason` says why); `backbone` is the backbone type of a
-    backbone-only format ("resnet" or "swin"; None for whole models).
+    backbone-only format ("resnet" or "swin"; None for whole models); `architecture` that of a
+    whole model ("maskformer" or "mask2former"; None for backbones).
     """
 
     format: str
@@ -139,6 +142,7 @@ class Converted:
     optional: str = ""
     optional_reason: str = ""
     backbone: str | None = None
+    architecture: str | None = None
 
 
 Rule = tuple[str, str | Callable[[re.Match], str]]
@@ -298,22 +302,24 @@ def _hf_swin(state):
     return out
 
 
-def _maskformer(fmt: str, state) -> Converted:
+def _maskformer(fmt: str, state, architecture: str) -> Converted:
     from maskformer.conversion.detectron2 import IGNORED_KEYS
 
     kept, dropped = _drop(state, [
         _BATCH_NORM_COUNTERS, _COMPUTED_BUFFERS,
         ("the criterion's class weights and the input normalisation",
          "|".join(re.escape(k) for k in IGNORED_KEYS))])
-    return Converted(fmt, kept, {k: k for k in kept}, dropped)
+    return Converted(fmt, kept, {k: k for k in kept}, dropped, architecture=architecture)
 
 
 def _hf_maskformer(state):
     if not any(k.startswith("model.pixel_level_module.") for k in state):
         return None
-    from maskformer.conversion.huggingface import rename_state_dict
+    from maskformer.conversion.huggingface import hf_architecture, rename_state_dict
 
-    return _maskformer("Hugging Face MaskFormer", rename_state_dict(state))
+    architecture = hf_architecture(state)
+    name = "Mask2Former" if architecture == "mask2former" else "MaskFormer"
+    return _maskformer(f"Hugging Face {name}", rename_state_dict(state), architecture)
 
 
 def _detectron2_maskformer(state):
@@ -321,14 +327,18 @@ def _detectron2_maskformer(state):
         return None
     from maskformer.conversion.detectron2 import normalize_names
 
-    return _maskformer("detectron2 MaskFormer", normalize_names(state, "auto"))
+    state = normalize_names(state, "auto")
+    # Mask2Former's decoder starts from learned query features; MaskFormer's from zeros.
+    mask2former = "sem_seg_head.predictor.query_feat.weight" in state
+    return _maskformer(f"detectron2 {'Mask2Former' if mask2former else 'MaskFormer'}", state,
+                       "mask2former" if mask2former else "maskformer")
 
 
 # Tried in order; each returns None when the names are not its format's.
 FORMATS = (_detectron2_maskformer, _hf_maskformer, _detectron2_resnet, _torchvision_resnet,
            _hf_resnet, _swin_release, _hf_swin)
-_EXPECTED = ("a model directory (config.yaml + model.weights.npz), a MaskFormer checkpoint "
-             "(detectron2 'backbone.*', 'sem_seg_head.*'; Hugging Face "
+_EXPECTED = ("a model directory (config.yaml + model.weights.npz), a MaskFormer or "
+             "Mask2Former checkpoint (detectron2 'backbone.*', 'sem_seg_head.*'; Hugging Face "
              "'model.pixel_level_module.*'), a ResNet (detectron2 'stem.conv1.weight', "
              "'res2.0.*'; torchvision 'conv1.weight', 'layer1.0.*'; Hugging Face "
              "'embedder.embedder.*') or a Swin (release 'patch_embed.*', 'layers.*'; Hugging "
@@ -424,7 +434,8 @@ def read_model_arrays(path: Path) -> tuple[dict[str, np.ndarray], str]:
 
 
 def _check_hf_config(file: Path) -> None:
-    """Refuses Hugging Face ResNets whose weights fit but whose layout is not ours."""
+    """Refuses Hugging Face ResNets (alone, or the backbone of an HF MaskFormer or Mask2Former)
+    whose weights fit but whose layout is not ours."""
     config = file.parent / "config.json"
     if file.suffix.lower() not in (".safetensors", ".bin") or not config.is_file():
         return
@@ -432,6 +443,10 @@ def _check_hf_config(file: Path) -> None:
         values = json.loads(config.read_text())
     except (OSError, ValueError):
         return  # not a Hugging Face config; the names decide
+    if not isinstance(values, dict):
+        return
+    if values.get("model_type") in ("maskformer", "mask2former"):
+        values = values.get("backbone_config") or {}  # the ResNet inside a whole model
     if not isinstance(values, dict) or values.get("model_type") != "resnet":
         return
     if values.get("layer_type", "bottleneck") != "bottleneck":
@@ -532,6 +547,14 @@ def load_converted(network, converted: Converted, parts: list[str], source: str)
     if converted.backbone is not None and converted.backbone != backbone_type:
         raise CheckpointError(f"{source}: a {fmt} checkpoint, but the model's backbone is "
                               f"{backbone_type!r} (model.backbone.type)")
+    architecture = network.config.architecture
+    heads = [p for p in parts if p != "backbone"]
+    if converted.architecture not in (None, architecture) and heads:
+        # The backbones are alike; the heads are other modules altogether.
+        raise CheckpointError(
+            f"{source}: a {fmt} checkpoint, but the model is {architecture!r} "
+            f"(model.architecture): its {', '.join(heads)} cannot start from it; set "
+            "train.init_checkpoint_modules to backbone")
     present = {_namespace(n) for n in state}
     lacking = [p for p in parts if p not in present]
     if lacking:
