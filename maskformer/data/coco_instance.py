@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from maskformer.data.coco_panoptic import categories_from_annotations, read_image_checked
-from maskformer.data.converter import BadInput, ConversionReport, run_conversion
+from maskformer.data.converter import BadInput, ConversionReport, record_image_ids, run_conversion
 from maskformer.data.records import DataError, Sample, update_dataset_info
 
 # Bad-input kinds that concern one annotation, not an image: the image is still converted.
@@ -382,11 +382,12 @@ def convert(images: str | Path, annotations: str | Path, out: str | Path, num_sh
         overlaps = (stack.enter_context(multiprocessing.Manager()).dict() if num_workers > 1
                     else {})
         tasks = []
-        for image in sorted(data["images"], key=lambda im: im["id"]):
+        ordered, record_id, original_ids = record_image_ids(data["images"])
+        for image in ordered:
             size = ((int(image["height"]), int(image["width"]))
                     if "height" in image and "width" in image else None)
             tasks.append(_Task(image_path=str(images / image["file_name"]),
-                               image_id=int(image["id"]), json_size=size,
+                               image_id=record_id[image["id"]], json_size=size,
                                annotations=by_image[image["id"]],
                                original_to_contiguous=original_to_contiguous,
                                source=annotations.name, overlaps=overlaps))
@@ -412,5 +413,7 @@ def convert(images: str | Path, annotations: str | Path, out: str | Path, num_sh
                   "pixel in their own mask (kept with area 0)")
     info = report.as_dict()
     info["source"] = {"annotations": str(annotations)}
+    if original_ids:
+        info["image_ids"] = original_ids
     update_dataset_info(out, "coco_instance", categories, info)
     return report

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from maskformer.data.converter import BadInput, ConversionReport, run_conversion
+from maskformer.data.converter import BadInput, ConversionReport, record_image_ids, run_conversion
 from maskformer.data.records import DataError, Sample, update_dataset_info
 
 
@@ -228,7 +228,8 @@ def convert(images: str | Path, annotations: str | Path, masks: str | Path, out:
     for a in data["annotations"]:
         annotation_of[a["image_id"]] = a
     tasks, missing_annotation = [], []
-    for image in sorted(data["images"], key=lambda im: im["id"]):
+    ordered, record_id, original_ids = record_image_ids(data["images"])
+    for image in ordered:
         ann = annotation_of.get(image["id"])
         image_path = str(images / image["file_name"])
         if ann is None:
@@ -236,7 +237,7 @@ def convert(images: str | Path, annotations: str | Path, masks: str | Path, out:
             continue
         size = (int(image["height"]), int(image["width"])) if "height" in image else None
         tasks.append(_Task(image_path=image_path, mask_path=str(masks / ann["file_name"]),
-                           image_id=int(image["id"]), json_size=size,
+                           image_id=record_id[image["id"]], json_size=size,
                            segments=list(ann.get("segments_info", [])),
                            original_to_contiguous=original_to_contiguous))
     if missing_annotation and strict:
@@ -253,5 +254,7 @@ def convert(images: str | Path, annotations: str | Path, masks: str | Path, out:
         (log or (lambda line: print(line, file=sys.stderr)))(f"skipped {message}")
     info = report.as_dict()
     info["source"] = {"annotations": str(annotations)}
+    if original_ids:
+        info["image_ids"] = original_ids
     update_dataset_info(out, "coco_panoptic", categories, info)
     return report

@@ -46,6 +46,37 @@ class BadInput(Exception):
         return type(self), (self.kind, self.path, self.reason)
 
 
+def record_image_ids(images: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                                 dict[Any, int], dict[str, Any]]:
+    """The images of a COCO-style file in record order, with the integer id each record gets.
+
+    Records hold an int64 image id. COCO's own files use integers; the panoptic and instance
+    exports of Cityscapes and ADE20K (detectron2's and Mask2Former's scripts) use the file stem,
+    a string. When every id is an integer (or a string of one), records keep it and the images
+    go in ascending id order; otherwise they go in the ids' string order and are numbered
+    1..N, and the third value, ``{"1": "frankfurt_000000_000294", ...}``, records the original
+    ids (converters put it in dataset.json as the split's ``image_ids``).
+
+    Returns:
+      (images in order, original id -> record id, record id -> original id or {} when kept).
+    """
+    def as_int(value: Any) -> int | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        return None
+
+    number = {image["id"]: as_int(image["id"]) for image in images}
+    if all(n is not None for n in number.values()):
+        return sorted(images, key=lambda image: number[image["id"]]), number, {}
+    ordered = sorted(images, key=lambda image: str(image["id"]))
+    ids = {image["id"]: i for i, image in enumerate(ordered, start=1)}
+    return ordered, ids, {str(i): original for original, i in ids.items()}
+
+
 @dataclass
 class ConversionReport:
     """What a conversion did."""

@@ -350,3 +350,25 @@ def test_pipeline_targets_are_the_non_crowd_instances(converted):
         np.testing.assert_array_equal(t["crowd_map"][0].numpy()[:H, :W],
                                       smap == 3 if image_id == 10 else np.zeros_like(smap, bool))
     assert seen == {10, 20, 30}
+
+
+def test_string_image_ids_give_the_same_records(coco_copy, converted, tmp_path):
+    """ADE20K's instance export (Mask2Former's prepare_ade20k_ins_seg.py) names images by file
+    stem: the records are numbered 1..N in string order and equal those of integer ids."""
+    path = coco_copy / "instances_train.json"
+    data = json.loads(path.read_text())
+    name = {image_id: f"ADE_{image_id:04d}" for image_id in IMAGE_NAMES}
+    for image in data["images"]:
+        image["id"] = name[image["id"]]
+    for a in data["annotations"]:
+        a["image_id"] = name[a["image_id"]]
+    path.write_text(json.dumps(data))
+    _convert(coco_copy, tmp_path / "named/train")
+    split = records.read_dataset_info(tmp_path / "named/dataset.json")["splits"]["train"]
+    assert split["image_ids"] == {str(i): name[k] for i, k in enumerate(sorted(name), 1)}
+    plain, named = _read(converted[0]), _read(tmp_path / "named/train")
+    assert sorted(named) == [i for i, k in enumerate(sorted(name), 1) if k in plain]
+    for i, k in enumerate(sorted(name), 1):
+        if k in plain:
+            for key in ("segment_map", "categories", "image"):
+                np.testing.assert_array_equal(named[i][key].numpy(), plain[k][key].numpy())

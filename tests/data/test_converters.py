@@ -10,6 +10,7 @@ from PIL import Image
 
 from maskformer.cli import main
 from maskformer.data import ade20k, coco_panoptic, records
+from maskformer.data.converter import record_image_ids
 from maskformer.data.records import DataError
 
 
@@ -51,6 +52,43 @@ def test_coco_round_trip_reproduces_the_png_ids(shapes_dir, tmp_path):
         jpeg = np.array(Image.open(shapes_dir / "images/train" / f"{image_id - 1:06d}.jpg"))
         np.testing.assert_array_equal(ex["image"].numpy(), jpeg)
     assert seen == set(by_id)
+
+
+def test_string_image_ids_are_numbered_and_recorded(shapes_dir, shapes_copy, tmp_path):
+    """Cityscapes' and ADE20K's panoptic exports name images by file stem: the records number
+    them 1..N in the ids' string order and dataset.json maps the numbers back."""
+    path = shapes_copy / "annotations/panoptic_train.json"
+    ann = json.loads(path.read_text())
+    name = {im["id"]: f"city_{7 - im['id']:02d}_x" for im in ann["images"]}
+    for im in ann["images"]:
+        im["id"] = name[im["id"]]
+    for a in ann["annotations"]:
+        a["image_id"] = name[a["image_id"]]
+    path.write_text(json.dumps(ann))
+    _convert(shapes_copy, tmp_path / "named/train")
+    _convert(shapes_dir, tmp_path / "plain/train")
+    split = records.read_dataset_info(tmp_path / "named/dataset.json")["splits"]["train"]
+    assert split["image_ids"] == {str(i): n for i, n in enumerate(sorted(name.values()), 1)}
+    plain = {int(ex["image_id"]): ex for ex in _read_all(str(tmp_path / "plain/train-*"))}
+    named = _read_all(str(tmp_path / "named/train-*"))
+    assert [int(ex["image_id"]) for ex in named] == list(range(1, len(name) + 1))
+    original = {n: i for i, n in name.items()}
+    for ex in named:
+        twin = plain[original[split["image_ids"][str(int(ex["image_id"]))]]]
+        np.testing.assert_array_equal(ex["segment_map"].numpy(), twin["segment_map"].numpy())
+        np.testing.assert_array_equal(ex["image"].numpy(), twin["image"].numpy())
+    assert "image_ids" not in records.read_dataset_info(
+        tmp_path / "plain/dataset.json")["splits"]["train"]
+
+
+def test_record_image_ids_keeps_integer_ids():
+    images = [{"id": "12"}, {"id": 3}, {"id": 7}]
+    ordered, ids, original = record_image_ids(images)
+    assert [im["id"] for im in ordered] == [3, 7, "12"]
+    assert ids == {"12": 12, 3: 3, 7: 7} and original == {}
+    ordered, ids, original = record_image_ids([{"id": "b"}, {"id": 5}, {"id": "a"}])
+    assert [im["id"] for im in ordered] == [5, "a", "b"]
+    assert ids == {5: 1, "a": 2, "b": 3} and original == {"1": 5, "2": "a", "3": "b"}
 
 
 def test_shards_are_deterministic_across_workers(shapes_dir, tmp_path):
