@@ -499,12 +499,12 @@ def _zoo2(config: str, file: str, hf: str | None, metric: str, backbone: str,
 
 
 # Experiment name -> the released Mask2Former model it reproduces: every released image model
-# whose dataset and task the input pipeline can express. Not here (docs/model_zoo.md): the
-# instance models (COCO, ADE20K, Cityscapes), whose thing-only class lists are not built in, and
-# the video models. Names: mask2former_<data>_<task>_<backbone>, the backbone as in the original's
-# config names: "swin_base" starts from IN-1k weights, "swin_base_in21k" from IN-21k ones (Swin-L
-# always from IN-21k). Hugging Face ids follow transformers' conversion script
-# (mask2former-swin-<size>-<data>-<task>); it converts the Swin models only.
+# (not the video models, docs/model_zoo.md). Names: mask2former_<data>_<task>_<backbone>, the
+# backbone as in the original's config names: "swin_base" starts from IN-1k weights,
+# "swin_base_in21k" from IN-21k ones (Swin-L always from IN-21k). Hugging Face ids follow
+# transformers' conversion script (mask2former-swin-<size>-<data>-<task>); it converts the Swin
+# models only. Two Swin models have none: no public code was found that loads an ADE20K instance
+# or a Cityscapes instance Swin-B (IN-21k) copy.
 MASK2FORMER_ZOO: dict[str, ZooModel] = {
     "mask2former_coco_panoptic_r50": _zoo2(
         "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml", "94dc52", None,
@@ -605,6 +605,61 @@ MASK2FORMER_ZOO: dict[str, ZooModel] = {
         "cityscapes/panoptic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml",
         "064788", "swin-large-cityscapes-panoptic", "PQ 66.6 (AP 43.6, mIoU 82.9)", "Swin-L",
         "cityscapes_19"),
+    "mask2former_coco_instance_r50": _zoo2(
+        "coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml", "3c8ec9", None,
+        "AP 43.7 (boundary AP 30.6)", "R50", "coco_instance_80"),
+    "mask2former_coco_instance_r101": _zoo2(
+        "coco/instance-segmentation/maskformer2_R101_bs16_50ep.yaml", "eba159", None,
+        "AP 44.2 (boundary AP 31.1)", "R101", "coco_instance_80"),
+    "mask2former_coco_instance_swin_tiny": _zoo2(
+        "coco/instance-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.yaml",
+        "86143f", "swin-tiny-coco-instance",
+        "AP 45.0 (boundary AP 31.8)", "Swin-T", "coco_instance_80"),
+    "mask2former_coco_instance_swin_small": _zoo2(
+        "coco/instance-segmentation/swin/maskformer2_swin_small_bs16_50ep.yaml",
+        "1e7f22", "swin-small-coco-instance",
+        "AP 46.3 (boundary AP 32.9)", "Swin-S", "coco_instance_80"),
+    "mask2former_coco_instance_swin_base": _zoo2(
+        "coco/instance-segmentation/swin/maskformer2_swin_base_384_bs16_50ep.yaml",
+        "f6e0f6", "swin-base-coco-instance",
+        "AP 46.7 (boundary AP 33.2)", "Swin-B", "coco_instance_80", _SWIN_B_IN1K),
+    "mask2former_coco_instance_swin_base_in21k": _zoo2(
+        "coco/instance-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_50ep.yaml",
+        "83d103", "swin-base-IN21k-coco-instance",
+        "AP 48.1 (boundary AP 34.4)", "Swin-B", "coco_instance_80"),
+    "mask2former_coco_instance_swin_large": _zoo2(
+        "coco/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_100ep.yaml",
+        "e5f453", "swin-large-coco-instance",
+        "AP 50.1 (boundary AP 36.2)", "Swin-L", "coco_instance_80"),
+    "mask2former_ade20k_instance_r50": _zoo2(
+        "ade20k/instance-segmentation/maskformer2_R50_bs16_160k.yaml", "67e945", None,
+        "AP 26.4", "R50", "ade20k_instance_100"),
+    "mask2former_ade20k_instance_swin_large": _zoo2(
+        "ade20k/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k.yaml",
+        "92dae9", None,
+        "AP 34.9", "Swin-L", "ade20k_instance_100"),
+    "mask2former_cityscapes_instance_r50": _zoo2(
+        "cityscapes/instance-segmentation/maskformer2_R50_bs16_90k.yaml", "01a8ed", None,
+        "AP 37.4 (AP50 61.9)", "R50", "cityscapes_instance_8"),
+    "mask2former_cityscapes_instance_r101": _zoo2(
+        "cityscapes/instance-segmentation/maskformer2_R101_bs16_90k.yaml", "c2b8c8", None,
+        "AP 38.5 (AP50 63.9)", "R101", "cityscapes_instance_8"),
+    "mask2former_cityscapes_instance_swin_tiny": _zoo2(
+        "cityscapes/instance-segmentation/swin/maskformer2_swin_tiny_bs16_90k.yaml",
+        "6a63f8", "swin-tiny-cityscapes-instance",
+        "AP 39.7 (AP50 66.9)", "Swin-T", "cityscapes_instance_8"),
+    "mask2former_cityscapes_instance_swin_small": _zoo2(
+        "cityscapes/instance-segmentation/swin/maskformer2_swin_small_bs16_90k.yaml",
+        "974824", "swin-small-cityscapes-instance",
+        "AP 41.8 (AP50 70.4)", "Swin-S", "cityscapes_instance_8"),
+    "mask2former_cityscapes_instance_swin_base_in21k": _zoo2(
+        "cityscapes/instance-segmentation/swin/maskformer2_swin_base_IN21k_384_bs16_90k.yaml",
+        "7a3b6d", None,
+        "AP 42.0 (AP50 68.8)", "Swin-B", "cityscapes_instance_8"),
+    "mask2former_cityscapes_instance_swin_large": _zoo2(
+        "cityscapes/instance-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_90k.yaml",
+        "dfa862", "swin-large-cityscapes-instance",
+        "AP 43.7 (AP50 71.4)", "Swin-L", "cityscapes_instance_8"),
     # MODEL_ZOO.md links this one as maskformer_R50_bs16_300k.yaml, a file the repository
     # does not have; the config is maskformer2_R50_bs16_300k.yaml.
     "mask2former_vistas_semantic_r50": _zoo2(
@@ -652,11 +707,12 @@ def _m2f_train(steps: int, step_boundaries: list[int] | None = None) -> TrainCon
                        warmup_steps=0, mixed_precision="float16")
 
 
-def _m2f_eval(panoptic: bool, instance: bool, object_mask_threshold: float = 0.8) -> EvalConfig:
-    """MODEL.MASK_FORMER.TEST: semantic output always, panoptic and instance (the top 100
-    query-class pairs, TEST.DETECTIONS_PER_IMAGE; thing classes only, as with PANOPTIC_ON) where
-    the config turns them on; OVERLAP_THRESHOLD 0.8."""
-    return EvalConfig(panoptic=panoptic, semantic=True, instance=instance,
+def _m2f_eval(panoptic: bool, instance: bool, object_mask_threshold: float = 0.8,
+              semantic: bool = True) -> EvalConfig:
+    """MODEL.MASK_FORMER.TEST: semantic output (but for the instance models), panoptic and
+    instance (the top 100 query-class pairs, TEST.DETECTIONS_PER_IMAGE; thing classes only, as
+    with PANOPTIC_ON) where the config turns them on; OVERLAP_THRESHOLD 0.8."""
+    return EvalConfig(panoptic=panoptic, semantic=semantic, instance=instance,
                       object_mask_threshold=object_mask_threshold, overlap_threshold=0.8,
                       instance_top_k=100)
 
@@ -668,22 +724,26 @@ _COCO_100EP = (737_500, [655_556, 710_184])
 _LSJ_SIZE = 1024
 
 
-def _m2f_coco_panoptic(backbone: str, num_queries: int = 100,
-                       schedule: tuple[int, list[int]] = _COCO_50EP) -> ExperimentConfig:
-    """COCO panoptic (133 classes), panoptic, semantic and instance output (thresholds 0.8).
+def _m2f_coco(backbone: str, task: str, num_queries: int = 100,
+              schedule: tuple[int, list[int]] = _COCO_50EP) -> ExperimentConfig:
+    """COCO panoptic (133 classes; panoptic, semantic and instance output) or instance (the 80
+    thing classes, instance records; instance output only); thresholds 0.8.
 
-    Training: the original's large-scale jitter ("coco_panoptic_lsj": scale the image to fit a
-    1024 square times s ~ U[0.1, 2.0], crop or pad to 1024 x 1024 with 128, flip) has no
-    counterpart in `maskformer.data.augment`. The closest is the "ade20k" augmentation without
-    colour jitter: the shortest edge a choice of 0.1x .. 2.0x 1024 in steps of 0.1x (a discrete
-    scale, of the short edge rather than of the fit in the square), the long edge capped at
-    2 x 1024, an "absolute" 1024 x 1024 crop padded with 128. Evaluation: detectron2's default
-    test resize (shortest edge 800, long edge <= 1333), which the LSJ configs keep."""
+    Training: the original's large-scale jitter ("coco_panoptic_lsj", "coco_instance_lsj":
+    scale the image to fit a 1024 square times s ~ U[0.1, 2.0], crop or pad to 1024 x 1024 with
+    128, flip) has no counterpart in `maskformer.data.augment`. The closest is the "ade20k"
+    augmentation without colour jitter: the shortest edge a choice of 0.1x .. 2.0x 1024 in
+    steps of 0.1x (a discrete scale, of the short edge rather than of the fit in the square),
+    the long edge capped at 2 x 1024, an "absolute" 1024 x 1024 crop padded with 128.
+    Evaluation: detectron2's default test resize (shortest edge 800, long edge <= 1333), which
+    the LSJ configs keep."""
     steps, boundaries = schedule
+    panoptic = task == "panoptic"
     return ExperimentConfig(
-        model=_m2f_model(backbone, 133, num_queries),
+        model=_m2f_model(backbone, 133 if panoptic else 80, num_queries),
         loss=mask2former_loss(),
-        data=DataConfig(dataset="coco_panoptic", augmentation="ade20k", color_jitter=False,
+        data=DataConfig(dataset="coco_panoptic" if panoptic else "coco_instance",
+                        augmentation="ade20k", color_jitter=False,
                         output_size=[_LSJ_SIZE, _LSJ_SIZE], crop_size=[_LSJ_SIZE, _LSJ_SIZE],
                         crop_pad_value=128.0,
                         min_scale_sizes=[int(x * 0.1 * _LSJ_SIZE) for x in range(1, 21)],
@@ -691,245 +751,107 @@ def _m2f_coco_panoptic(backbone: str, num_queries: int = 100,
                         eval_output_size=[], size_divisibility=32,
                         max_instances=num_queries),
         train=_m2f_train(steps, boundaries),
-        eval=_m2f_eval(panoptic=True, instance=True),
+        eval=_m2f_eval(panoptic=panoptic, instance=True, semantic=panoptic),
     )
 
 
 # The crop recipes (INPUT.*, SOLVER.MAX_ITER): ADE20K and Cityscapes as MaskFormer's; Mapillary
 # Vistas with 1024 crops (MaskFormer's: 1280). The panoptic configs read panoptic records
 # (`maskformer data coco-panoptic`) as the MaskFormer ADE20K panoptic experiments do: data.dataset
-# "ade20k_semantic" names the built-in class list with its thing split. Every experiment keeps
-# up to one target per query (data.max_instances): the original keeps them all, but at most one
-# per query can be matched.
+# "ade20k_semantic" names the built-in class list with its thing split. The instance configs read
+# instance records (`maskformer data coco-instance`) of the dataset's thing classes. Every
+# experiment keeps up to one target per query (data.max_instances): the original keeps them all,
+# but at most one per query can be matched.
 _M2F_VISTAS = replace(_VISTAS, crop=(1024, 1024))
+_M2F_RECIPES = {
+    ("ade20k", "semantic"): _ADE20K, ("ade20k", "semantic", "res640"): _ADE20K_640,
+    ("ade20k", "panoptic"): _ADE20K_640,
+    ("ade20k", "instance"): replace(_ADE20K_640, dataset="coco_instance", num_classes=100),
+    ("cityscapes", "semantic"): _CITYSCAPES, ("cityscapes", "panoptic"): _CITYSCAPES,
+    ("cityscapes", "instance"): replace(_CITYSCAPES, dataset="coco_instance", num_classes=8),
+    ("vistas", "semantic"): _M2F_VISTAS, ("vistas", "panoptic"): _M2F_VISTAS,
+}
 
 
-def _m2f_crop(recipe: _Recipe, backbone: str, panoptic: bool = False, instance: bool = False,
-              num_queries: int = 100, object_mask_threshold: float = 0.8) -> ExperimentConfig:
+def _m2f_crop(recipe: _Recipe, backbone: str, task: str, num_queries: int = 100,
+              object_mask_threshold: float = 0.8, instance: bool | None = None) -> ExperimentConfig:
     """A semantic-style config (resize, "absolute" crop, SSD colour jitter, flip; the poly
-    schedule) with Mask2Former's model, criterion and solver."""
+    schedule) with Mask2Former's model, criterion and solver. Output: semantic for the semantic
+    models; panoptic, semantic and instance for the panoptic ones (unless `instance` says
+    otherwise); instance only for the instance ones."""
     data = _recipe_data(recipe)
     data.max_instances = num_queries
+    panoptic = task == "panoptic"
     return ExperimentConfig(
         model=_m2f_model(backbone, recipe.num_classes, num_queries),
         loss=mask2former_loss(),
         data=data,
         train=_m2f_train(recipe.steps),
-        eval=_m2f_eval(panoptic, instance, object_mask_threshold),
+        eval=_m2f_eval(panoptic, task != "semantic" if instance is None else instance,
+                       object_mask_threshold, semantic=task != "instance"),
     )
 
 
-# COCO panoptic
-
-
-@register
-def mask2former_coco_panoptic_r50() -> ExperimentConfig:
-    """COCO panoptic, Mask2Former R50, 50 epochs (PQ 51.9 published)."""
-    return _m2f_coco_panoptic("R50")
-
-
-@register
-def mask2former_coco_panoptic_r101() -> ExperimentConfig:
-    """COCO panoptic, Mask2Former R101, 50 epochs (PQ 52.6 published)."""
-    return _m2f_coco_panoptic("R101")
-
-
-@register
-def mask2former_coco_panoptic_swin_tiny() -> ExperimentConfig:
-    """COCO panoptic, Mask2Former Swin-T, 50 epochs (PQ 53.2 published)."""
-    return _m2f_coco_panoptic("Swin-T")
-
-
-@register
-def mask2former_coco_panoptic_swin_small() -> ExperimentConfig:
-    """COCO panoptic, Mask2Former Swin-S, 50 epochs (PQ 54.6 published)."""
-    return _m2f_coco_panoptic("Swin-S")
-
-
-@register
-def mask2former_coco_panoptic_swin_base() -> ExperimentConfig:
-    """COCO panoptic, Mask2Former Swin-B (IN-1k), 50 epochs (PQ 55.1 published)."""
-    return _m2f_coco_panoptic("Swin-B")
-
-
-@register
-def mask2former_coco_panoptic_swin_base_in21k() -> ExperimentConfig:
-    """COCO panoptic, Mask2Former Swin-B (IN-21k), 50 epochs (PQ 56.4 published)."""
-    return _m2f_coco_panoptic("Swin-B")
-
-
-@register
-def mask2former_coco_panoptic_swin_large() -> ExperimentConfig:
-    """COCO panoptic, Mask2Former Swin-L (IN-21k), 200 queries, 100 epochs (PQ 57.8 published)."""
-    return _m2f_coco_panoptic("Swin-L", num_queries=200, schedule=_COCO_100EP)
-
-
-# ADE20K-150 semantic: semantic output only (its TEST thresholds, 0.8, play no part there).
-
-
-@register
-def mask2former_ade20k_semantic_r50() -> ExperimentConfig:
-    """ADE20K-150 semantic, Mask2Former R50 (mIoU 47.2 published)."""
-    return _m2f_crop(_ADE20K, "R50")
-
-
-@register
-def mask2former_ade20k_semantic_r101() -> ExperimentConfig:
-    """ADE20K-150 semantic, Mask2Former R101 (mIoU 47.8 published)."""
-    # The config is named 90k but inherits MAX_ITER 160000; its backbone norm is SyncBN, which
-    # has no counterpart here (model.backbone.norm: frozen_bn or gn): frozen batch norm.
-    return _m2f_crop(_ADE20K, "R101")
-
-
-@register
-def mask2former_ade20k_semantic_swin_tiny() -> ExperimentConfig:
-    """ADE20K-150 semantic, Mask2Former Swin-T (mIoU 47.7 published)."""
-    return _m2f_crop(_ADE20K, "Swin-T")
-
-
-@register
-def mask2former_ade20k_semantic_swin_small() -> ExperimentConfig:
-    """ADE20K-150 semantic, Mask2Former Swin-S (mIoU 51.3 published)."""
-    return _m2f_crop(_ADE20K, "Swin-S")
-
-
-@register
-def mask2former_ade20k_semantic_swin_base() -> ExperimentConfig:
-    """ADE20K-150 semantic, Mask2Former Swin-B (IN-1k), 640 crops (mIoU 52.4 published)."""
-    return _m2f_crop(_ADE20K_640, "Swin-B")
-
-
-@register
-def mask2former_ade20k_semantic_swin_base_in21k() -> ExperimentConfig:
-    """ADE20K-150 semantic, Mask2Former Swin-B (IN-21k), 640 crops (mIoU 53.9 published)."""
-    return _m2f_crop(_ADE20K_640, "Swin-B")
-
-
-@register
-def mask2former_ade20k_semantic_swin_large() -> ExperimentConfig:
-    """ADE20K-150 semantic, Mask2Former Swin-L (IN-21k), 640 crops (mIoU 56.1 published)."""
-    return _m2f_crop(_ADE20K_640, "Swin-L")
-
-
-# ADE20K-150 panoptic: the 640 recipe, 160k steps; panoptic, semantic and instance output.
-
-
-@register
-def mask2former_ade20k_panoptic_r50() -> ExperimentConfig:
-    """ADE20K-150 panoptic, Mask2Former R50 (PQ 39.7 published)."""
-    return _m2f_crop(_ADE20K_640, "R50", panoptic=True, instance=True)
-
-
-@register
-def mask2former_ade20k_panoptic_swin_large() -> ExperimentConfig:
-    """ADE20K-150 panoptic, Mask2Former Swin-L (IN-21k), 200 queries (PQ 48.1 published)."""
-    return _m2f_crop(_ADE20K_640, "Swin-L", panoptic=True, instance=True, num_queries=200)
-
-
-# Cityscapes (19 classes, 8 things). The ResNet configs train the backbone's batch norm synced
-# across GPUs (RESNETS.NORM SyncBN), which has no counterpart here: frozen batch norm.
-
-
-@register
-def mask2former_cityscapes_semantic_r50() -> ExperimentConfig:
-    """Cityscapes semantic, Mask2Former R50 (mIoU 79.4 published)."""
-    return _m2f_crop(_CITYSCAPES, "R50")
-
-
-@register
-def mask2former_cityscapes_semantic_r101() -> ExperimentConfig:
-    """Cityscapes semantic, Mask2Former R101 (mIoU 80.1 published)."""
-    return _m2f_crop(_CITYSCAPES, "R101")
-
-
-@register
-def mask2former_cityscapes_semantic_swin_tiny() -> ExperimentConfig:
-    """Cityscapes semantic, Mask2Former Swin-T (mIoU 82.1 published)."""
-    return _m2f_crop(_CITYSCAPES, "Swin-T")
-
-
-@register
-def mask2former_cityscapes_semantic_swin_small() -> ExperimentConfig:
-    """Cityscapes semantic, Mask2Former Swin-S (mIoU 82.6 published)."""
-    return _m2f_crop(_CITYSCAPES, "Swin-S")
-
-
-@register
-def mask2former_cityscapes_semantic_swin_base_in21k() -> ExperimentConfig:
-    """Cityscapes semantic, Mask2Former Swin-B (IN-21k) (mIoU 83.3 published)."""
-    return _m2f_crop(_CITYSCAPES, "Swin-B")
-
-
-@register
-def mask2former_cityscapes_semantic_swin_large() -> ExperimentConfig:
-    """Cityscapes semantic, Mask2Former Swin-L (IN-21k) (mIoU 83.3 published)."""
-    # 100 queries: the config sets NUM_OBJECT_QUERIES back to 100.
-    return _m2f_crop(_CITYSCAPES, "Swin-L")
-
-
-@register
-def mask2former_cityscapes_panoptic_r50() -> ExperimentConfig:
-    """Cityscapes panoptic, Mask2Former R50 (PQ 62.1 published)."""
-    return _m2f_crop(_CITYSCAPES, "R50", panoptic=True, instance=True)
-
-
-@register
-def mask2former_cityscapes_panoptic_r101() -> ExperimentConfig:
-    """Cityscapes panoptic, Mask2Former R101 (PQ 62.4 published)."""
-    return _m2f_crop(_CITYSCAPES, "R101", panoptic=True, instance=True)
-
-
-@register
-def mask2former_cityscapes_panoptic_swin_tiny() -> ExperimentConfig:
-    """Cityscapes panoptic, Mask2Former Swin-T (PQ 63.9 published)."""
-    return _m2f_crop(_CITYSCAPES, "Swin-T", panoptic=True, instance=True)
-
-
-@register
-def mask2former_cityscapes_panoptic_swin_small() -> ExperimentConfig:
-    """Cityscapes panoptic, Mask2Former Swin-S (PQ 64.8 published)."""
-    return _m2f_crop(_CITYSCAPES, "Swin-S", panoptic=True, instance=True)
-
-
-@register
-def mask2former_cityscapes_panoptic_swin_base_in21k() -> ExperimentConfig:
-    """Cityscapes panoptic, Mask2Former Swin-B (IN-21k) (PQ 66.1 published)."""
-    return _m2f_crop(_CITYSCAPES, "Swin-B", panoptic=True, instance=True)
-
-
-@register
-def mask2former_cityscapes_panoptic_swin_large() -> ExperimentConfig:
-    """Cityscapes panoptic, Mask2Former Swin-L (IN-21k), 200 queries (PQ 66.6 published)."""
-    return _m2f_crop(_CITYSCAPES, "Swin-L", panoptic=True, instance=True, num_queries=200)
-
-
-# Mapillary Vistas (65 classes, 37 things): OBJECT_MASK_THRESHOLD 0.0; the panoptic configs
-# turn instance output off.
-
-
-@register
-def mask2former_vistas_semantic_r50() -> ExperimentConfig:
-    """Mapillary Vistas semantic, Mask2Former R50 (mIoU 57.4 published)."""
-    return _m2f_crop(_M2F_VISTAS, "R50", object_mask_threshold=0.0)
-
-
-@register
-def mask2former_vistas_semantic_swin_large() -> ExperimentConfig:
-    """Mapillary Vistas semantic, Mask2Former Swin-L (IN-21k) (mIoU 63.2 published)."""
-    return _m2f_crop(_M2F_VISTAS, "Swin-L", object_mask_threshold=0.0)
-
-
-@register
-def mask2former_vistas_panoptic_r50() -> ExperimentConfig:
-    """Mapillary Vistas panoptic, Mask2Former R50 (PQ 36.3 published)."""
-    return _m2f_crop(_M2F_VISTAS, "R50", panoptic=True, object_mask_threshold=0.0)
-
-
-@register
-def mask2former_vistas_panoptic_swin_large() -> ExperimentConfig:
-    """Mapillary Vistas panoptic, Mask2Former Swin-L (IN-21k), 200 queries (PQ 45.5 published)."""
-    return _m2f_crop(_M2F_VISTAS, "Swin-L", panoptic=True, num_queries=200,
-                     object_mask_threshold=0.0)
+# The experiments of MASK2FORMER_ZOO are built from their names, mask2former_<data>_<task>_<size>:
+_M2F_DATA = {"coco": "COCO", "ade20k": "ADE20K-150", "cityscapes": "Cityscapes",
+             "vistas": "Mapillary Vistas"}
+_M2F_BACKBONES = {"r50": ("R50", "R50"), "r101": ("R101", "R101"),
+                  "swin_tiny": ("Swin-T", "Swin-T"), "swin_small": ("Swin-S", "Swin-S"),
+                  "swin_base": ("Swin-B", "Swin-B (IN-1k)"),
+                  "swin_base_in21k": ("Swin-B", "Swin-B (IN-21k)"),
+                  "swin_large": ("Swin-L", "Swin-L (IN-21k)")}
+
+
+def _m2f_experiment(name: str) -> tuple[str, Callable[[], ExperimentConfig]]:
+    """(the description, the builder) of the MASK2FORMER_ZOO experiment `name`.
+
+    What the configs set besides the recipe of their dataset and task:
+    - 200 queries: the Swin-L models but the semantic ones (Cityscapes semantic Swin-L sets
+      NUM_OBJECT_QUERIES back to 100);
+    - COCO: Swin-L trains 100 epochs, the others 50;
+    - ADE20K semantic: Swin-B and Swin-L crop at 640 ("res640");
+    - Mapillary Vistas: OBJECT_MASK_THRESHOLD 0.0, and its panoptic configs turn instance
+      output off;
+    - the instance models: instance output only. ADE20K instance's configs also turn semantic
+      and panoptic output on, but instance records hold no stuff to evaluate them against, and
+      the original evaluates those models with COCO's instance evaluator alone;
+    - the ResNet configs of ADE20K semantic R101 and Cityscapes train the backbone's batch norm
+      synced across GPUs (RESNETS.NORM SyncBN), which has no counterpart here: frozen batch norm
+      (ADE20K semantic R101's config is named 90k but inherits MAX_ITER 160000).
+    """
+    data, task, size = name.removeprefix("mask2former_").split("_", 2)
+    backbone, label = _M2F_BACKBONES[size]
+    queries = 200 if size == "swin_large" and task != "semantic" else 100
+    extra = f", {queries} queries" if queries != 100 else ""
+    if data == "coco":
+        schedule = _COCO_100EP if size == "swin_large" else _COCO_50EP
+        extra += ", 100 epochs" if size == "swin_large" else ", 50 epochs"
+        build = lambda: _m2f_coco(backbone, task, queries, schedule)  # noqa: E731
+    else:
+        key = (data, task)
+        if key == ("ade20k", "semantic") and backbone in ("Swin-B", "Swin-L"):
+            key, extra = (*key, "res640"), extra + ", 640 crops"
+        threshold = 0.0 if data == "vistas" else 0.8
+        instance = False if data == "vistas" else None
+        build = lambda: _m2f_crop(_M2F_RECIPES[key], backbone, task, queries,  # noqa: E731
+                                  threshold, instance)
+    metric = MASK2FORMER_ZOO[name].metric.split(" (")[0]
+    return f"{_M2F_DATA[data]} {task}, Mask2Former {label}{extra} ({metric} published).", build
+
+
+def _register_mask2former_zoo() -> None:
+    for name in MASK2FORMER_ZOO:
+        description, build = _m2f_experiment(name)
+
+        def experiment(build=build) -> ExperimentConfig:
+            return build()
+
+        experiment.__name__ = experiment.__qualname__ = name
+        experiment.__doc__ = description
+        register(experiment)
+
+
+_register_mask2former_zoo()
 
 
 def _tiny_model(pixel_decoder: str, num_classes: int) -> ModelConfig:

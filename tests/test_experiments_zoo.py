@@ -371,12 +371,10 @@ M2F_RELEASED = {
 # The video models (YouTubeVIS 2019 and 2021): no video pipeline here.
 M2F_VIDEO_FILES = ["34112b", "a34dca", "26fffe", "4a5174", "221a8a", "c5c739",
                    "b8aae2", "6efd7a", "965185", "0dec91", "a9b925", "4da256"]
-# Image models without an experiment: the instance models. Their classes are the thing classes
-# of a built-in list (COCO's 80, ADE20K's 100, Cityscapes' 8), for which there is no built-in
-# list, so their class names cannot be resolved (`builtin_for_dataset`); Cityscapes' instance
-# ground truth besides has no converter here.
-M2F_INSTANCE_CLASSES = {"coco": 80, "ade20k": 100, "cityscapes": 8}
-M2F_NOT_REGISTERED = {c for c in M2F_RELEASED if "/instance-segmentation/" in c}
+# The instance models' classes: the thing classes of their dataset's panoptic list.
+M2F_INSTANCE_CATEGORIES = {"coco": ("coco_instance_80", "coco_panoptic"),
+                           "ade20k": ("ade20k_instance_100", "ade20k_150"),
+                           "cityscapes": ("cityscapes_instance_8", "cityscapes_19")}
 M2F_CATEGORIES = {"coco": "coco_panoptic", "ade20k": "ade20k_150", "cityscapes": "cityscapes_19",
                   "mapillary-vistas": "mapillary_vistas_65"}
 # MODEL.SWIN and MODEL.WEIGHTS of the Mask2Former configs: (embed_dim, depths, heads, window).
@@ -398,26 +396,15 @@ def _m2f_kind(config_path):
     return data, task.split("-")[0]
 
 
-def test_every_released_mask2former_image_model_has_one_experiment_or_is_listed_as_not_supported():
-    assert len(M2F_RELEASED) == 47 and len(M2F_NOT_REGISTERED) == 15
+def test_every_released_mask2former_image_model_has_one_experiment():
+    assert len(M2F_RELEASED) == 47
     by_config = {entry.config: name for name, entry in MASK2FORMER_ZOO.items()}
-    assert len(by_config) == len(MASK2FORMER_ZOO) == 32
-    assert sorted(by_config) == sorted(set(M2F_RELEASED) - M2F_NOT_REGISTERED)
+    assert len(by_config) == len(MASK2FORMER_ZOO) == 47
+    assert sorted(by_config) == sorted(M2F_RELEASED)
     for config, name in by_config.items():
         assert MASK2FORMER_ZOO[name].file == f"model_final_{M2F_RELEASED[config][0]}.pkl", name
     files = [entry.file for entry in [*ZOO.values(), *MASK2FORMER_ZOO.values()]]
     assert len(set(files)) == len(files)
-
-
-def test_the_instance_models_are_not_registered_because_their_classes_are_not_built_in():
-    """The reason docs/model_zoo.md gives: when a built-in list of an instance dataset's classes
-    exists, this fails, and the instance models can be registered."""
-    for config in M2F_NOT_REGISTERED:
-        data, task = _m2f_kind(config)
-        assert task == "instance"
-        things = [c for c in builtin_categories(M2F_CATEGORIES[data]) if c["isthing"]]
-        assert len(things) == M2F_INSTANCE_CLASSES[data]
-        assert builtin_for_dataset("coco_instance", len(things)) is None
 
 
 @pytest.mark.parametrize("name", sorted(MASK2FORMER_ZOO))
@@ -434,7 +421,7 @@ def test_mask2former_name_metric_backbone_and_classes(name):
     assert entry.backbone == backbone.split()[0]
     assert entry.init_weights == M2F_WEIGHTS[backbone]
 
-    kind = "PQ" if task == "panoptic" else "mIoU"
+    kind = {"panoptic": "PQ", "semantic": "mIoU", "instance": "AP"}[task]
     assert entry.metric.startswith(f"{kind} ")
     assert tuple(float(x) for x in re.findall(r"\d+\.\d+", entry.metric)) == numbers
     first_line = describe(name)
@@ -444,13 +431,25 @@ def test_mask2former_name_metric_backbone_and_classes(name):
         assert ("(IN-21k)" in first_line) == ("IN21k" in entry.config), first_line
 
     config = zoo_config(name)
-    expected = builtin_categories(M2F_CATEGORIES[data])
-    assert entry.categories == M2F_CATEGORIES[data]
+    if task == "instance":
+        categories, panoptic = M2F_INSTANCE_CATEGORIES[data]
+        expected = builtin_categories(categories)
+        assert [c["name"] for c in expected] == [
+            c["name"] for c in builtin_categories(panoptic) if c["isthing"]]
+        assert config.data.dataset == "coco_instance"
+    else:
+        categories = M2F_CATEGORIES[data]
+        expected = builtin_categories(categories)
+    assert entry.categories == categories
     assert config.model.num_classes == len(expected)
     assert builtin_for_dataset(config.data.dataset, config.model.num_classes) == expected
-    assert (config.eval.panoptic, config.eval.semantic) == (task == "panoptic", True)
-    # INSTANCE_ON: the panoptic configs, but Mapillary Vistas'.
-    assert config.eval.instance == (task == "panoptic" and data != "mapillary-vistas")
+    # SEMANTIC_ON: all but the instance configs (ADE20K instance's turns it and PANOPTIC_ON on,
+    # but instance records hold no stuff: the original evaluates those models' AP only).
+    assert (config.eval.panoptic, config.eval.semantic) == (task == "panoptic",
+                                                            task != "instance")
+    # INSTANCE_ON: the panoptic configs but Mapillary Vistas', and the instance ones.
+    assert config.eval.instance == (task == "instance" or (
+        task == "panoptic" and data != "mapillary-vistas"))
 
 
 @pytest.mark.parametrize("name", sorted(MASK2FORMER_ZOO))
@@ -499,8 +498,10 @@ def test_mask2former_hugging_face_ids_follow_the_conversion_script():
     """transformers' convert_mask2former_original_pytorch_checkpoint_to_pytorch.py names each
     converted Swin model mask2former-swin-<tiny|small|base|base-IN21k|large>-<data>-<task>,
     <data> the config's folder with "ade20k" written "ade"; it converts no ResNet model."""
+    not_found = {"mask2former_ade20k_instance_swin_large",
+                 "mask2former_cityscapes_instance_swin_base_in21k"}
     for name, entry in MASK2FORMER_ZOO.items():
-        if not entry.backbone.startswith("Swin-"):
+        if not entry.backbone.startswith("Swin-") or name in not_found:
             assert entry.hf_id is None, name
             continue
         data, task = _m2f_kind(entry.config)
@@ -558,6 +559,15 @@ M2F_EXPECTED = {
     "mask2former_cityscapes_panoptic_swin_large": {**M2F_CITYSCAPES, "model.num_queries": 200},
     "mask2former_vistas_semantic_r50": M2F_VISTAS,
     "mask2former_vistas_panoptic_swin_large": {**M2F_VISTAS, "model.num_queries": 200},
+    "mask2former_coco_instance_r50": {**M2F_COCO, "data.dataset": "coco_instance"},
+    "mask2former_coco_instance_swin_large": {
+        **M2F_COCO, "data.dataset": "coco_instance", "train.steps": 737_500,
+        "train.step_boundaries": [655_556, 710_184], "model.num_queries": 200},
+    "mask2former_ade20k_instance_r50": {**M2F_ADE_R50, **M2F_RES640,
+                                        "data.dataset": "coco_instance"},
+    "mask2former_cityscapes_instance_r50": {**M2F_CITYSCAPES, "data.dataset": "coco_instance"},
+    "mask2former_cityscapes_instance_swin_large": {
+        **M2F_CITYSCAPES, "data.dataset": "coco_instance", "model.num_queries": 200},
 }
 
 
@@ -581,8 +591,5 @@ def test_the_model_zoo_page_lists_every_mask2former_model():
         assert len(row) == 1, name
         assert entry.file in row[0] and re.findall(r"\d+\.\d+", entry.metric)[0] in row[0], name
         assert (entry.hf_id or "| - |") in row[0], name
-    for config in M2F_NOT_REGISTERED:
-        row = [line for line in rows if f"model_final_{M2F_RELEASED[config][0]}.pkl" in line]
-        assert len(row) == 1 and "not supported" in row[0], config
     for file in M2F_VIDEO_FILES:
         assert f"model_final_{file}.pkl" in section, file

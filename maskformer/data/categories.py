@@ -25,7 +25,16 @@ mapillary_vistas_65    65     v1.2 label value 0..64 (37 things)
 ade20k_full_847        847    MaskFormer's train id 0..846
 voc_21                 21     Pascal VOC label value 0..20: background, then 20 things
 shapes                 5      ascending id: circle, square, triangle, sky, ground
+coco_instance_80       80     the things of coco_panoptic, in its order
+ade20k_instance_100    100    the things of ade20k_150, in its order
+cityscapes_instance_8  8      the things of cityscapes_19, in its order
 =====================  =====  =========================================================
+
+The instance lists are derived, not files: an instance dataset's classes are the thing classes
+of its panoptic list, renumbered 0..K-1 in the same order (detectron2's COCO instance metadata;
+Mask2Former's ADE20K instance registration, whose category ids are ade20k_150's contiguous ids
+of the same 100 classes; Cityscapes' hasInstances classes in train-id order); `original_id`,
+`name` and `color` stay those of the panoptic list.
 """
 
 from __future__ import annotations
@@ -40,7 +49,10 @@ from maskformer.errors import ConfigError
 
 _FILE_LISTS = ("coco_panoptic", "ade20k_150", "coco_stuff_171", "cityscapes_19",
                "mapillary_vistas_65", "ade20k_full_847", "voc_21")
-_NAMES = (*_FILE_LISTS, "shapes")
+# Instance list -> the list whose thing classes it is.
+_THINGS_OF = {"coco_instance_80": "coco_panoptic", "ade20k_instance_100": "ade20k_150",
+              "cityscapes_instance_8": "cityscapes_19"}
+_NAMES = (*_FILE_LISTS, "shapes", *_THINGS_OF)
 
 # `data.dataset` values (config.DataConfig) -> the built-in lists that may describe the data,
 # told apart by their number of classes. The shapes data are COCO panoptic files and are
@@ -53,6 +65,8 @@ _FOR_DATASET: dict[str, tuple[str, ...]] = {
                         "mapillary_vistas_65", "voc_21"),
 }
 _FOR_DATASET["semantic"] = _FOR_DATASET["ade20k_semantic"]
+# Instance records (`maskformer data coco-instance`): the instance datasets' lists.
+_FOR_DATASET["coco_instance"] = tuple(_THINGS_OF)
 
 
 def builtin_names() -> list[str]:
@@ -67,6 +81,9 @@ def _load(name: str) -> tuple[dict[str, Any], ...]:
         from maskformer.data.shapes import CATEGORIES
 
         return tuple(categories_from_annotations(CATEGORIES))
+    if name in _THINGS_OF:
+        things = [c for c in _load(_THINGS_OF[name]) if c["isthing"]]
+        return tuple({**c, "id": i} for i, c in enumerate(things))
     text = (resources.files("maskformer.data") / "builtin" / f"{name}.json").read_text(
         encoding="utf-8")
     return tuple(json.loads(text)["categories"])

@@ -30,7 +30,12 @@ EXPECTED = {
     "ade20k_full_847": (847, 0),
     "voc_21": (21, 20),
     "shapes": (5, 3),
+    "coco_instance_80": (80, 80),
+    "ade20k_instance_100": (100, 100),
+    "cityscapes_instance_8": (8, 8),
 }
+# Lists that are not files: the shapes generator's and the instance lists (thing classes).
+DERIVED = {"shapes", "coco_instance_80", "ade20k_instance_100", "cityscapes_instance_8"}
 KEYS = {"id", "original_id", "name", "isthing", "color"}
 BUILTIN_DIR = resources.files("maskformer.data") / "builtin"
 
@@ -42,7 +47,7 @@ def _by_original_id(name):
 def test_the_names_are_the_lists_and_every_file_is_one():
     assert sorted(builtin_names()) == sorted(EXPECTED)
     files = sorted(p.name for p in BUILTIN_DIR.iterdir() if p.name.endswith(".json"))
-    assert files == sorted(f"{n}.json" for n in EXPECTED if n != "shapes")
+    assert files == sorted(f"{n}.json" for n in EXPECTED if n not in DERIVED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -64,7 +69,7 @@ def test_counts_and_format(name):
     assert len({c["original_id"] for c in cats}) == count
 
 
-@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n != "shapes"))
+@pytest.mark.parametrize("name", sorted(set(EXPECTED) - DERIVED))
 def test_each_file_names_its_dataset_and_source(name):
     doc = json.loads((BUILTIN_DIR / f"{name}.json").read_text(encoding="utf-8"))
     assert doc["dataset"] == name
@@ -166,6 +171,29 @@ def test_shapes_is_the_generators_table():
     assert cats == categories_from_annotations(shapes.CATEGORIES)
 
 
+@pytest.mark.parametrize(("name", "panoptic"), [
+    ("coco_instance_80", "coco_panoptic"), ("ade20k_instance_100", "ade20k_150"),
+    ("cityscapes_instance_8", "cityscapes_19")])
+def test_instance_lists_are_the_panoptic_lists_things_renumbered(name, panoptic):
+    things = [c for c in builtin_categories(panoptic) if c["isthing"]]
+    assert builtin_categories(name) == [{**c, "id": i} for i, c in enumerate(things)]
+
+
+def test_instance_list_entries():
+    # detectron2's COCO instance metadata: contiguous 0..79 in ascending COCO id.
+    coco = builtin_categories("coco_instance_80")
+    assert [c["name"] for c in coco[:3]] == ["person", "bicycle", "car"]
+    assert (coco[79]["name"], coco[79]["original_id"]) == ("toothbrush", 90)
+    # Mask2Former's register_ade20k_instance.py: ADE_CATEGORIES' ids are ade20k_150's
+    # contiguous ids (label - 1), ascending: 7 bed, 8 windowpane, 10 cabinet, 12 person, ...
+    ade = builtin_categories("ade20k_instance_100")
+    assert [c["original_id"] - 1 for c in ade[:5]] == [7, 8, 10, 12, 14]
+    assert ade[0]["name"] == "bed" and ade[3]["name"] == "person"
+    assert ade[-1]["original_id"] - 1 == 149 and ade[-1]["name"] == "flag"
+    assert [c["name"] for c in builtin_categories("cityscapes_instance_8")] == [
+        "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+
+
 def test_a_copy_is_returned():
     cats = builtin_categories("cityscapes_19")
     cats[0]["name"] = "changed"
@@ -192,6 +220,10 @@ def test_an_unknown_name_lists_the_known_ones():
     ("cityscapes_19", 20, None),
     ("mapillary_vistas_65", 65, "mapillary_vistas_65"),
     ("pascal", 21, None),
+    ("coco_instance", 80, "coco_instance_80"),
+    ("coco_instance", 100, "ade20k_instance_100"),
+    ("coco_instance", 8, "cityscapes_instance_8"),
+    ("coco_instance", 133, None),
 ])
 def test_builtin_for_dataset(dataset, num_classes, expected):
     found = builtin_for_dataset(dataset, num_classes)
