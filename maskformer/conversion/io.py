@@ -59,7 +59,8 @@ def convert_checkpoint(source: str, checkpoint: str | Path, config: ExperimentCo
         config: the experiment the weights belong to; for "hf" its model part is replaced by
             the one read from `hf_config` (default: `config.json` beside the checkpoint).
             None: the registered experiment whose architecture the checkpoint has
-            (`infer.infer_experiment`; for "hf" the default experiment when none fits), then
+            (`infer.infer_experiment`; for "hf" the default experiment when none fits; when
+            several fit, a CheckpointError names them), then
             `customize` (for example the command line's overrides) applied to it.
         naming: detectron2 head naming, "auto", "old" or "new".
     """
@@ -78,8 +79,13 @@ def convert_checkpoint(source: str, checkpoint: str | Path, config: ExperimentCo
         state = detectron2.normalize_names(load_state_dict(checkpoint), naming)
     if config is None:
         if model_config is not None:
-            matches, _ = infer.matching_experiments(infer.config_signature(model_config))
-            name = matches[0] if len(matches) == 1 else None
+            # A model of no registered experiment (fine-tuned on other data, say) gets the
+            # default experiment's other settings; several that fit are told apart by the
+            # user, as for detectron2 files (semantic or panoptic output, for one).
+            signature = infer.config_signature(model_config)
+            matches, _ = infer.matching_experiments(signature)
+            name = (infer.infer_experiment(signature, str(checkpoint)) if len(matches) > 1
+                    else matches[0] if matches else None)
         else:
             name = infer.infer_experiment(infer.checkpoint_signature(state), str(checkpoint))
         config = get_experiment(name) if name else ExperimentConfig()

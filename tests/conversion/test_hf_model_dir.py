@@ -88,3 +88,31 @@ def test_id2label_takes_the_split_of_the_built_in_list_it_matches():
     categories, where = categories_from_hf({"id2label": {"0": "a", "1": "b"}})
     assert [c["isthing"] for c in categories] == [0, 0] and "all stuff" in where
     assert categories_from_hf({"id2label": {"0": "LABEL_0", "1": "LABEL_1"}}) is None
+
+
+def test_a_model_that_several_experiments_fit_asks_for_one(tmp_path, capsys, monkeypatch):
+    """As for detectron2 files: the weights cannot tell apart experiments that share a network
+    (one dataset's semantic and panoptic models, say), so the user chooses."""
+    import copy
+
+    from maskformer import experiments
+    from maskformer.config import ExperimentConfig
+    from maskformer.conversion.huggingface import model_config_from_hf
+
+    folder = _hf_folder(tmp_path)
+    model = model_config_from_hf(folder / "config.json")
+    registry = dict(experiments._REGISTRY)
+    for name in ("hf_twin_semantic", "hf_twin_panoptic"):
+        def experiment(model=model) -> ExperimentConfig:
+            return ExperimentConfig(model=copy.deepcopy(model))
+        experiment.__name__ = name
+        registry[name] = experiment
+    monkeypatch.setattr(experiments, "_REGISTRY", registry)
+    capsys.readouterr()
+    assert main(["convert", "--from", "hf", str(folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "several experiments fit this checkpoint" in err
+    assert "hf_twin_panoptic, hf_twin_semantic; choose one with --experiment" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["convert", "--from", "hf", str(folder), "--out", str(tmp_path / "o"),
+                 "--experiment", "hf_twin_panoptic"]) == 0
