@@ -1,7 +1,7 @@
 """The optimizer recipe of REFERENCE.md section 10.
 
 AdamW with per-variable learning-rate multipliers (backbone x 0.1), no weight decay on norm
-layers and on the query embedding, clipping of the global gradient norm, and the step / poly
+layers and on the query (and Mask2Former's level) embeddings, clipping of the global gradient norm, and the step / poly
 schedules with optional linear warm-up.
 """
 
@@ -13,10 +13,15 @@ from keras import ops
 from maskformer.config import TrainConfig
 from maskformer.training.distribute import ClipAfterAllReduce
 
-# Variables whose name is one of these get no weight decay: the scales and shifts of every
-# LayerNorm / GroupNorm, the learned query embedding, and Swin's relative position bias tables
-# (the original's optimizer exempts them by name).
-NO_DECAY_NAMES = ("gamma", "beta", "query_embed", "relative_position_bias_table")
+# Variables that get no weight decay, as the original's optimizer exempts them: every norm
+# layer's scale and shift (WEIGHT_DECAY_NORM 0), the torch.nn.Embedding modules
+# (WEIGHT_DECAY_EMBED 0: MaskFormer's query embedding; Mask2Former's query features, query
+# positions and its decoder's level embedding) and Swin's relative position bias tables (by
+# name). An entry is a variable name, or "parent/name" for the end of a variable's path:
+# Mask2Former's pixel decoder has a level embedding too, a plain nn.Parameter there, which is
+# decayed.
+NO_DECAY_NAMES = ("gamma", "beta", "query_embed", "query_feat", "predictor/level_embed",
+                  "relative_position_bias_table")
 
 
 @keras.saving.register_keras_serializable("maskformer")
@@ -59,7 +64,7 @@ class GroupedAdamW(ClipAfterAllReduce, keras.optimizers.Adam):
     The learning rate is scaled per variable by the first matching path prefix (e.g. the
     backbone's x 0.1), and the scaled rate drives both the Adam step and the decoupled weight
     decay, as in torch.optim.AdamW: w <- w * (1 - lr_group * weight_decay), then the Adam step.
-    Variables named in `no_decay_names` are not decayed. Under tf.distribute the global norm
+    Variables named in `no_decay_names` (a name, or the end of a path) are not decayed. Under tf.distribute the global norm
     is clipped after the cross-replica sum (`ClipAfterAllReduce`).
 
     `slot_owners` maps each per-variable slot (moments) to the model variable it belongs to and
@@ -91,7 +96,10 @@ class GroupedAdamW(ClipAfterAllReduce, keras.optimizers.Adam):
         return 1.0
 
     def decays(self, variable) -> bool:
-        return self.decoupled_weight_decay > 0 and variable.name not in self.no_decay_names
+        if self.decoupled_weight_decay <= 0:
+            return False
+        return not any(variable.name == name or variable.path.endswith("/" + name)
+                       for name in self.no_decay_names)
 
     def build(self, variables):
         super().build(variables)

@@ -93,3 +93,28 @@ def test_swin_bias_tables_and_norms_get_no_weight_decay():
     assert len(tables) == 4 and norms and kernels
     assert not decayed & set(tables + norms)
     assert set(kernels) <= decayed
+
+
+def test_embeddings_get_no_weight_decay_and_the_pixel_decoders_level_embed_does():
+    """The original exempts torch.nn.Embedding modules (WEIGHT_DECAY_EMBED 0): Mask2Former's
+    query_feat, query_embed and the decoder's level_embed; the pixel decoder's level_embed is
+    an nn.Parameter there and is decayed. MaskFormer's query embedding is exempt too."""
+    from maskformer.experiments import get_experiment
+    from maskformer.modeling.maskformer import build_model
+
+    optimizer = build_optimizer(TrainConfig(weight_decay=0.05))
+    for name, exempt in (
+            ("mask2former_smoke", {"predictor/query_feat", "predictor/query_embed",
+                                   "predictor/level_embed"}),
+            ("maskformer_smoke", {"predictor/query_embed"})):
+        model = build_model(get_experiment(name).model)
+        model(np.zeros((1, 64, 64, 3), np.float32))
+        variables = model.trainable_variables
+        # Paths below the model's own (unique) name.
+        not_decayed = {v.path.split("/", 1)[1] for v in variables
+                       if not optimizer.decays(v) and v.name not in ("gamma", "beta")}
+        assert not_decayed == exempt, name
+        decayed = {v.path.split("/", 1)[1] for v in variables if optimizer.decays(v)}
+        if name == "mask2former_smoke":
+            assert "pixel_decoder/transformer/level_embed" in decayed
+    assert not build_optimizer(TrainConfig(weight_decay=0.0)).decays(variables[0])
