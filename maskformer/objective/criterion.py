@@ -127,7 +127,8 @@ class SetCriterion:
         mask_loss: "focal" (sigmoid focal, MaskFormer) or "bce" (sigmoid cross-entropy,
             Mask2Former), for both the loss and the matcher's cost.
         seed: seed of the `seed_generator` the points are drawn from by default (None: random).
-        point_chunk: how many matched masks' candidates are drawn and ranked at once.
+        point_chunk: how many matched masks' candidates are drawn and ranked at once (at most
+            the number of target slots). A round costs the same for valid and padded masks.
         reduce_num_masks: averages the batch's target count over data-parallel replicas, as
             the original's all-reduce / world size does (the trainer passes
             `training.distribute.replica_mean`); None on one device, or where the batch is
@@ -151,7 +152,7 @@ class SetCriterion:
         importance_sample_ratio: float = 0.75,
         mask_loss: str = "focal",
         seed: int | None = None,
-        point_chunk: int = 64,
+        point_chunk: int = 32,
         reduce_num_masks: Callable[[Any], Any] | None = None,
     ):
         if matcher not in ("hungarian", "scipy"):

@@ -224,7 +224,7 @@ def select_uncertain_points(logits, candidates, random_points, num_importance: i
 
 
 def select_points_of_pairs(logits, pair_valid, draw, num_points: int, num_importance: int,
-                           chunk: int = 64):
+                           chunk: int = 32):
     """Importance-sampled points for the valid masks only, `chunk` masks at a time.
 
     The valid masks are moved to the front and a loop of ceil(valid / chunk) rounds (a dynamic
@@ -243,6 +243,9 @@ def select_points_of_pairs(logits, pair_valid, draw, num_points: int, num_import
     """
     logits = ops.stop_gradient(ops.cast(logits, "float32"))
     num_masks = logits.shape[0]
+    # A round ranks `chunk` masks whether or not they are all valid (the top-k over the
+    # candidates is most of the cost): never more rows than there are masks.
+    chunk = max(1, min(chunk, num_masks))
     num_rounds = -(-num_masks // chunk)
     padded = num_rounds * chunk
     position = ops.arange(num_masks, dtype="int32")
