@@ -12,18 +12,24 @@ so both hold the same weights.
   the point-sampled losses of all 10 predictions (12544 points), backward, clipping and AdamW.
   Ours is `train_on_batch`, the whole step one XLA program (in-graph matcher) and, without XLA,
   matching on the host with scipy (`loss.matcher=scipy`); Hugging Face its own loss with
-  torch.optim.AdamW. Median of `--steps` after one warm-up step.
+  torch.optim.AdamW. Each contender runs `--steps` steps after a warm-up step in a process of
+  its own (they do not fit in 24 GiB together at 512 px), the three in turn for `--rounds`
+  rounds; the median of all of a contender's steps.
 
     KERAS_BACKEND=tensorflow python benchmarks/mask2former.py [--sizes 512x512 800x1216]
-        [--runs 5] [--train-size 512] [--steps 3] [--skip-forward] [--skip-train]
+        [--runs 5] [--train-size 512] [--steps 3] [--rounds 2] [--skip-forward] [--skip-train]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -36,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.forward import interleaved  # noqa: E402
-from benchmarks.train_step import batch, median_time  # noqa: E402
+from benchmarks.train_step import batch  # noqa: E402
 from maskformer.config import ExperimentConfig  # noqa: E402
 from maskformer.conversion.io import convert_checkpoint, max_relative_difference  # noqa: E402
 from maskformer.experiments import mask2former_loss  # noqa: E402
@@ -108,27 +114,61 @@ def hf_step_fn(reference, images, targets):
     return step
 
 
-def train_table(reference, config: ExperimentConfig, size: int, steps: int) -> list[str]:
+TRAIN_CONTENDERS = {"xla": "ours, XLA, in-graph matcher", "scipy": "ours, graph, scipy matcher",
+                    "torch": "HF PyTorch"}
+
+
+def train_times(contender: str, size: int, steps: int) -> list[float]:
+    """Seconds of each of `steps` training steps of one contender (after a warm-up step), in
+    this process."""
     images, targets = batch(size, num_classes=NUM_LABELS)
-    times = {}
-    for name, matcher in (("XLA, in-graph matcher", "hungarian"),
-                          ("graph, scipy matcher", "scipy")):
+    reference = hf_model()
+    if contender == "torch":
+        step = hf_step_fn(reference, images, targets)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            reference.save_pretrained(folder)
+            _, config = convert_checkpoint("hf", folder, ExperimentConfig())
+        del reference
         config.loss = mask2former_loss()
-        config.loss.matcher = matcher
+        config.loss.matcher = "hungarian" if contender == "xla" else "scipy"
         config.data.max_instances = targets["labels"].shape[1]
         trainer = build_trainer(config.validate())
-        times[name] = median_time(
-            lambda t=trainer: t.train_on_batch(images, targets, return_dict=True)["loss"], steps)
-        print(f"ours, {name}: {times[name]:.2f} s/step", flush=True)
-        del trainer
-    t_torch = median_time(hf_step_fn(reference, images, targets), steps)
-    names = list(times)
+
+        def step():
+            return trainer.train_on_batch(images, targets, return_dict=True)["loss"]
+
+    step()  # compilation / warm-up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def train_table(size: int, steps: int, rounds: int) -> list[str]:
+    """Each contender in a process of its own (at 512 px a PyTorch step and ours do not fit in
+    memory together on a 24 GiB machine), the contenders in turn for `rounds` rounds; the
+    median of every timed step of a contender."""
+    times: dict[str, list[float]] = {c: [] for c in TRAIN_CONTENDERS}
+    for _ in range(rounds):
+        for contender in TRAIN_CONTENDERS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--train-contender", contender,
+                 "--train-size", str(size), "--steps", str(steps)],
+                check=True, capture_output=True, text=True).stdout
+            times[contender] += json.loads(out.strip().splitlines()[-1])
+            print(f"{TRAIN_CONTENDERS[contender]}: "
+                  f"{', '.join(f'{t:.2f}' for t in times[contender])} s/step", flush=True)
+    median = {c: statistics.median(t) for c, t in times.items()}
+    ours = ("xla", "scipy")
     return [
-        "| HF PyTorch (s/step) | " + " | ".join(f"ours, {n} (s/step)" for n in names) + " | "
-        + " | ".join(f"{n} / PyTorch" for n in names) + " |",
-        "|" + "---|" * (1 + 2 * len(names)),
-        f"| {t_torch:.2f} | " + " | ".join(f"{times[n]:.2f}" for n in names) + " | "
-        + " | ".join(f"**{times[n] / t_torch:.2f}**" for n in names) + " |",
+        "| HF PyTorch (s/step) | " + " | ".join(f"{TRAIN_CONTENDERS[n]} (s/step)" for n in ours)
+        + " | " + " | ".join(f"{n} / PyTorch" for n in ours) + " |",
+        "|" + "---|" * (1 + 2 * len(ours)),
+        f"| {median['torch']:.2f} | " + " | ".join(f"{median[n]:.2f}" for n in ours) + " | "
+        + " | ".join(f"**{median[n] / median['torch']:.2f}**" for n in ours) + " |",
     ]
 
 
@@ -138,24 +178,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--train-size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-forward", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--train-contender", choices=list(TRAIN_CONTENDERS),
+                        help="time one training contender in this process and print the "
+                             "seconds of each step (JSON)")
     args = parser.parse_args()
+    if args.train_contender:
+        print(json.dumps(train_times(args.train_contender, args.train_size, args.steps)))
+        return
 
-    reference = hf_model()
-    with tempfile.TemporaryDirectory() as folder:
-        reference.save_pretrained(folder)
-        model, config = convert_checkpoint("hf", folder, ExperimentConfig())
     print(f"threads: torch {torch.get_num_threads()}, cores {os.cpu_count()}")
     if not args.skip_forward:
+        reference = hf_model()
+        with tempfile.TemporaryDirectory() as folder:
+            reference.save_pretrained(folder)
+            model, _ = convert_checkpoint("hf", folder, ExperimentConfig())
         print("| size | HF PyTorch (s) | ours TF graph (s) | ours XLA (s) | graph / PyTorch | "
               "XLA / PyTorch | max rel. diff |")
         print("|---|---|---|---|---|---|---|")
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
         forward_table(reference, model, sizes, args.runs)
+        del model, reference
     if not args.skip_train:
-        del model
-        print("\n".join(train_table(reference, config, args.train_size, args.steps)))
+        print("\n".join(train_table(args.train_size, args.steps, args.rounds)))
 
 
 if __name__ == "__main__":
