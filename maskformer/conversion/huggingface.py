@@ -383,6 +383,15 @@ SWIN_MODEL_TYPES = ("maskformer-swin", "swin")
 _SWIN_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
+def _require(bb: dict, key: str, supported: object, why: str = "") -> None:
+    """Refuses a backbone_config value other than the one the backbones here implement (HF's
+    default, which a config may leave out)."""
+    value = bb.get(key, supported)
+    if value != supported:
+        raise CheckpointError(f"backbone_config.{key} {value!r} is not supported: only "
+                              f"{supported!r}{why}")
+
+
 def _resnet_backbone_from_hf(bb: dict) -> BackboneConfig:
     if bb.get("model_type") != "resnet" or bb.get("layer_type", "bottleneck") != "bottleneck":
         raise CheckpointError(
@@ -393,9 +402,7 @@ def _resnet_backbone_from_hf(bb: dict) -> BackboneConfig:
     if bb.get("downsample_in_first_stage", False):
         raise CheckpointError("backbone_config.downsample_in_first_stage=True is not supported "
                               "(res2 has stride 1 in the original)")
-    if bb.get("hidden_act", "relu") != "relu":
-        raise CheckpointError(f"backbone_config.hidden_act {bb['hidden_act']!r} is not supported: "
-                              "only 'relu'")
+    _require(bb, "hidden_act", "relu")
     depths = list(bb.get("depths", [3, 4, 6, 3]))
     hidden = list(bb.get("hidden_sizes", [256, 512, 1024, 2048]))
     if len(depths) != 4 or hidden != [hidden[0] * 2**s for s in range(4)]:
@@ -412,12 +419,8 @@ def _swin_backbone_from_hf(bb: dict) -> BackboneConfig:
     if bb.get("use_absolute_embeddings", False):
         raise CheckpointError("backbone_config.use_absolute_embeddings=True is not supported "
                               "(the original's Swin configs have APE off)")
-    if bb.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(f"backbone_config.hidden_act {bb['hidden_act']!r} is not supported: "
-                              "only 'gelu' (exact)")
-    if bb.get("layer_norm_eps", 1e-5) != 1e-5:
-        raise CheckpointError(f"backbone_config.layer_norm_eps {bb['layer_norm_eps']} is not "
-                              "supported: only 1e-5 (PyTorch's default, the original's)")
+    _require(bb, "hidden_act", "gelu", " (exact)")
+    _require(bb, "layer_norm_eps", 1e-5, " (PyTorch's default, the original's)")
     out_features = bb.get("out_features")
     if bb.get("model_type") == "maskformer-swin" and out_features not in (None, _SWIN_STAGES):
         raise CheckpointError(f"backbone_config.out_features {out_features}: MaskFormer needs "
