@@ -964,9 +964,10 @@ def mask2former_demo() -> ExperimentConfig:
     model.backbone = config.model.backbone
     model.num_queries = config.model.num_queries
     config.model = model
-    # 96 x 96 images give 24 x 24 = 576 mask pixels: the points cover them about twice.
-    config.loss = mask2former_loss(num_points=1024)
-    # A step costs about 1.5x MaskFormer's here: 4000 steps keep the demo within 15 minutes.
+    # 96 x 96 images give 24 x 24 = 576 mask pixels: as many points (1024 made each step 25%
+    # slower and the demo no better, docs/benchmarks.md).
+    config.loss = mask2former_loss(num_points=576)
+    # A step costs about 1.3x MaskFormer's here: 4000 steps keep the demo within 15 minutes.
     config.train.steps = 4000
     config.train.step_boundaries = [3200]
     # After so short a training its class scores stay low: at the original's 0.8 most correct

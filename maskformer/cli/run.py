@@ -52,7 +52,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--num-val", type=int, default=64, help="validation images")
     p.add_argument("--size", type=int, default=96, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="data and training seed")
-    add_experiment_args(p, default="maskformer_demo")
+    add_experiment_args(p, default="mask2former_demo")
     p.set_defaults(func=cmd_demo)
 
 

@@ -3,14 +3,20 @@ second run in the same folder resumes instead of starting over."""
 
 import json
 
+import pytest
 from PIL import Image
 
 from maskformer.cli import main
 
 
-def test_demo_writes_metrics_curves_predictions_and_report(tmp_path, capsys):
+# The default experiment (Mask2Former's demo) and MaskFormer's.
+@pytest.mark.parametrize(("experiment", "architecture"), [
+    ([], "Mask2Former"), (["--experiment", "maskformer_demo"], "MaskFormer")])
+def test_demo_writes_metrics_curves_predictions_and_report(tmp_path, capsys, experiment,
+                                                            architecture):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--num-train", "8", "--num-val", "4", "--size", "64",
+    args = ["demo", *experiment, "--out", str(out), "--num-train", "8", "--num-val", "4",
+            "--size", "64",
             "--steps", "4", "--set", "loss.matcher=scipy", "train.eval_every=2",
             "data.output_size=[64, 64]", "data.eval_output_size=[64, 64]",
             "data.eval_map_size=[64, 64]", "data.eval_short_edge=64", "eval.batch_size=4"]
@@ -30,6 +36,7 @@ def test_demo_writes_metrics_curves_predictions_and_report(tmp_path, capsys):
     width, height = Image.open(pictures[0]).size
     assert width == 3 * 6 * 64 + 2 * 8 and height > 6 * 64
     report = (out / "report.md").read_text()
+    assert report.splitlines()[0] == f"# {architecture} demo on the shapes dataset"
     assert "| PQ / SQ / RQ (All) |" in report and "![loss curve](loss_curve.png)" in report
     # The learning curve: the validation PQ at steps 2 and 4, the last one the final model's.
     assert "| 2 |" in report and "| 4 |" in report
