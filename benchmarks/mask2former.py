@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -42,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.forward import interleaved  # noqa: E402
-from benchmarks.train_step import batch  # noqa: E402
+from benchmarks.train_step import batch, step_times  # noqa: E402
 from maskformer.config import ExperimentConfig  # noqa: E402
 from maskformer.conversion.io import convert_checkpoint, max_relative_difference  # noqa: E402
 from maskformer.experiments import mask2former_loss  # noqa: E402
@@ -138,13 +137,7 @@ def train_times(contender: str, size: int, steps: int) -> list[float]:
         def step():
             return trainer.train_on_batch(images, targets, return_dict=True)["loss"]
 
-    step()  # compilation / warm-up
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+    return step_times(step, steps)
 
 
 def train_table(size: int, steps: int, rounds: int) -> list[str]:

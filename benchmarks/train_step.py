@@ -75,14 +75,19 @@ def hf_step_fn(images, targets):
     return step
 
 
-def median_time(step, repeats: int) -> float:
-    step()  # compilation / warm-up
+def step_times(step, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `step`, after one call for compilation / warm-up."""
+    step()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_time(step, repeats: int) -> float:
+    return statistics.median(step_times(step, repeats))
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Fixtures for the data tests: a tiny shapes dataset and records built from arrays."""
 
+import json
 import shutil
 
 import numpy as np
@@ -57,3 +58,14 @@ def write_records(path, serialized_list) -> str:
         for s in serialized_list:
             w.write(s)
     return str(path)
+
+
+def rename_image_ids(path, name) -> None:
+    """Rewrites the COCO-style file `path` with image ids `name[id]` (in `images` and in the
+    annotations' `image_id`), as the Cityscapes and ADE20K exports name images by file stem."""
+    data = json.loads(path.read_text())
+    for image in data["images"]:
+        image["id"] = name[image["id"]]
+    for a in data["annotations"]:
+        a["image_id"] = name[a["image_id"]]
+    path.write_text(json.dumps(data))

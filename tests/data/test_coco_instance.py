@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from maskformer.config import DataConfig
 from maskformer.data import coco_instance, coco_panoptic, pipeline, records
 from maskformer.data.records import DataError
+from tests.data.conftest import rename_image_ids
 
 H, W = 40, 56
 # Original category ids, deliberately unsorted and not contiguous: 1 -> 0, 3 -> 1, 7 -> 2.
@@ -355,14 +356,8 @@ def test_pipeline_targets_are_the_non_crowd_instances(converted):
 def test_string_image_ids_give_the_same_records(coco_copy, converted, tmp_path):
     """ADE20K's instance export (Mask2Former's prepare_ade20k_ins_seg.py) names images by file
     stem: the records are numbered 1..N in string order and equal those of integer ids."""
-    path = coco_copy / "instances_train.json"
-    data = json.loads(path.read_text())
     name = {image_id: f"ADE_{image_id:04d}" for image_id in IMAGE_NAMES}
-    for image in data["images"]:
-        image["id"] = name[image["id"]]
-    for a in data["annotations"]:
-        a["image_id"] = name[a["image_id"]]
-    path.write_text(json.dumps(data))
+    rename_image_ids(coco_copy / "instances_train.json", name)
     _convert(coco_copy, tmp_path / "named/train")
     split = records.read_dataset_info(tmp_path / "named/dataset.json")["splits"]["train"]
     assert split["image_ids"] == {str(i): name[k] for i, k in enumerate(sorted(name), 1)}

@@ -12,6 +12,7 @@ from maskformer.cli import main
 from maskformer.data import ade20k, coco_panoptic, records
 from maskformer.data.converter import record_image_ids
 from maskformer.data.records import DataError
+from tests.data.conftest import rename_image_ids
 
 
 def _read_all(pattern):
@@ -58,13 +59,9 @@ def test_string_image_ids_are_numbered_and_recorded(shapes_dir, shapes_copy, tmp
     """Cityscapes' and ADE20K's panoptic exports name images by file stem: the records number
     them 1..N in the ids' string order and dataset.json maps the numbers back."""
     path = shapes_copy / "annotations/panoptic_train.json"
-    ann = json.loads(path.read_text())
-    name = {im["id"]: f"city_{7 - im['id']:02d}_x" for im in ann["images"]}
-    for im in ann["images"]:
-        im["id"] = name[im["id"]]
-    for a in ann["annotations"]:
-        a["image_id"] = name[a["image_id"]]
-    path.write_text(json.dumps(ann))
+    name = {im["id"]: f"city_{7 - im['id']:02d}_x"
+            for im in json.loads(path.read_text())["images"]}
+    rename_image_ids(path, name)
     _convert(shapes_copy, tmp_path / "named/train")
     _convert(shapes_dir, tmp_path / "plain/train")
     split = records.read_dataset_info(tmp_path / "named/dataset.json")["splits"]["train"]
