@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from maskformer.objective.points import point_sample
+from maskformer.objective.points import point_sample, point_sample_channels_last
 from maskformer.resize import nearest_resize
 
 __all__ = ["compute_cost_matrix", "hungarian_match", "match", "scipy_match"]
@@ -96,15 +96,19 @@ def compute_cost_matrix(
     weight = None
     if point_coords is not None:
         point_coords = ops.stop_gradient(ops.cast(point_coords, "float32"))
-        logits = point_sample(pred_masks, point_coords)  # [B, Q, P]
+        # Points along axis 1 ("bpq"): the Q masks' samples are read as rows, see
+        # point_sample_channels_last.
+        logits = point_sample_channels_last(pred_masks, point_coords)  # [B, P, Q]
         targets = ops.stop_gradient(point_sample(target_masks, point_coords))  # [B, N, P]
         num_pixels = float(point_coords.shape[1])
         prob = ops.sigmoid(logits)
+        layout = "bpq"
     else:
         targets = nearest_resize(ops.cast(target_masks, "float32"), (h, w))  # [B, N, h, w]
         targets = ops.reshape(targets, (batch, num_targets, h * w))
         logits = ops.reshape(pred_masks, (batch, num_queries, h * w))
         prob = ops.sigmoid(logits)
+        layout = "bqp"
         if pixel_valid is None:
             num_pixels = float(h * w)
         else:
@@ -122,13 +126,15 @@ def compute_cost_matrix(
     pos_t, neg_t = targets, 1.0 - targets
     if weight is not None:
         pos_t, neg_t, prob = pos_t * weight, neg_t * weight, prob * weight
+    pairwise = f"{layout},bnp->bqn"
     cost_mask = (
-        ops.einsum("bqp,bnp->bqn", cost_pos, pos_t) + ops.einsum("bqp,bnp->bqn", cost_neg, neg_t)
+        ops.einsum(pairwise, cost_pos, pos_t) + ops.einsum(pairwise, cost_neg, neg_t)
     ) / num_pixels
 
     # Pairwise dice cost.
-    numerator = 2.0 * ops.einsum("bqp,bnp->bqn", prob, pos_t)
-    denominator = ops.sum(prob, axis=2)[:, :, None] + ops.sum(pos_t, axis=2)[:, None, :]
+    numerator = 2.0 * ops.einsum(pairwise, prob, pos_t)
+    prob_sum = ops.sum(prob, axis=layout.index("p"))  # [B, Q]
+    denominator = prob_sum[:, :, None] + ops.sum(pos_t, axis=2)[:, None, :]
     cost_dice = 1.0 - (numerator + 1.0) / (denominator + 1.0)
 
     return mask_weight * cost_mask + class_weight * cost_class + dice_weight * cost_dice

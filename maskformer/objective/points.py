@@ -9,7 +9,8 @@ its own frame. This reproduces detectron2's PointRend helpers as Mask2Former use
   it compiles with XLA on TensorFlow and JAX;
 * `select_uncertain_points`: PointRend's importance sampling. Of ``int(P * oversample_ratio)``
   uniform candidates keep the ``int(P * importance_sample_ratio)`` most uncertain ones
-  (uncertainty -|logit|, top-k order), then append uniform random points up to P;
+  (uncertainty -|logit|; `smallest_k`, in candidate order), then append uniform random points
+  up to P;
 * `uniform_points`: the matcher's points, one set per image shared by all queries and targets;
 * `select_points_of_pairs`: the selection for the matched masks only, a group at a time.
 
@@ -30,14 +31,80 @@ __all__ = [
     "draw_candidates",
     "point_counts",
     "point_sample",
+    "point_sample_channels_last",
     "random_key",
     "select_points_of_pairs",
     "select_uncertain_points",
+    "smallest_k",
     "uniform_points",
 ]
 
-
 FLAT_GATHER_LIMIT = 2**31  # int32 flat indices
+
+
+def _bilinear_neighbours(coords, height: int, width: int):
+    """The four neighbours of each point and their weights, as `grid_sample` computes them.
+
+    Args:
+        coords: [N, P, 2] float32 (x, y).
+
+    Returns:
+        (index [N, P, 4] int32 flat pixel numbers y * width + x, clipped into the map;
+        weight [N, P, 4] float32, zero for a neighbour outside the map), in grid_sample's order:
+        north-west, north-east, south-west, south-east.
+    """
+    # grid_sample's unnormalisation of grid = 2 * coords - 1, written as PyTorch computes it,
+    # on (x, y) together (so that XLA computes it once per point, not once per sample).
+    grid = 2.0 * coords - 1.0
+    size = ops.convert_to_tensor([float(width), float(height)], "float32")
+    xy = ((grid + 1.0) * size - 1.0) / 2.0  # [N, P, 2]
+    x = xy[..., 0]
+    y = xy[..., 1]
+    x0 = ops.floor(x)
+    y0 = ops.floor(y)
+    x1 = x0 + 1.0
+    y1 = y0 + 1.0
+    index, weight = [], []
+    for xi, yi, wi in ((x0, y0, (x1 - x) * (y1 - y)), (x1, y0, (x - x0) * (y1 - y)),
+                       (x0, y1, (x1 - x) * (y - y0)), (x1, y1, (x - x0) * (y - y0))):
+        inside = (xi >= 0.0) & (xi <= width - 1.0) & (yi >= 0.0) & (yi <= height - 1.0)
+        index.append(ops.cast(ops.clip(yi, 0.0, height - 1.0), "int32") * width
+                     + ops.cast(ops.clip(xi, 0.0, width - 1.0), "int32"))
+        weight.append(ops.where(inside, wi, 0.0))
+    return ops.stack(index, axis=-1), ops.stack(weight, axis=-1)
+
+
+def point_sample_channels_last(maps, coords):
+    """Bilinear samples of `maps` at normalised points, [N, P, C] float32 (see `point_sample`).
+
+    The maps are laid out [N * H * W, C] and each point reads its four neighbours' whole
+    channel vectors in one gather; the corners are then summed with their weights. Under XLA
+    on a CPU this makes the matcher's cost of Q = 100 masks at 12544 points four times faster
+    than a gather per value followed by the weighting, which XLA fuses into, and so repeats
+    in, every consumer of the samples.
+
+    Args:
+        maps: [N, C, H, W] values (any real or bool dtype; computed in float32).
+        coords: [N, P, 2] (x, y) coordinates, x along W and y along H.
+    """
+    if maps.dtype == "bool":
+        maps = ops.cast(maps, "uint8")
+    n, c, h, w = maps.shape
+    num_points = coords.shape[1]
+    index, weight = _bilinear_neighbours(ops.cast(coords, "float32"), h, w)
+    if c == 1:
+        rows = ops.reshape(maps, (n * h * w, 1))
+    else:
+        rows = ops.reshape(ops.transpose(ops.reshape(maps, (n, c, h * w)), (0, 2, 1)), (-1, c))
+    if n * h * w < FLAT_GATHER_LIMIT:
+        index = index + ops.arange(n, dtype="int32")[:, None, None] * (h * w)  # [N, P, 4]
+        values = ops.take(rows, ops.reshape(index, (-1,)), axis=0)  # [N * P * 4, C]
+    else:  # int32 row numbers would overflow: gather within each map
+        index = ops.broadcast_to(ops.reshape(index, (n, num_points * 4, 1)),
+                                 (n, num_points * 4, c))
+        values = ops.take_along_axis(ops.reshape(rows, (n, h * w, c)), index, axis=1)
+    values = ops.reshape(ops.cast(values, "float32"), (n, num_points, 4, c))
+    return ops.sum(values * weight[..., None], axis=2)
 
 
 def point_sample(maps, coords):
@@ -54,19 +121,13 @@ def point_sample(maps, coords):
     Returns:
         [N, C, P] float32 samples.
     """
+    if maps.shape[1] == 1:  # one channel: the same gathers, and faster under XLA
+        return ops.transpose(point_sample_channels_last(maps, coords), (0, 2, 1))
     if maps.dtype == "bool":
         maps = ops.cast(maps, "uint8")
     n, c, h, w = maps.shape
     num_points = coords.shape[1]
-    coords = ops.cast(coords, "float32")
-    # grid_sample's unnormalisation of grid = 2 * coords - 1, written as PyTorch computes it.
-    grid = 2.0 * coords - 1.0
-    x = ((grid[..., 0] + 1.0) * w - 1.0) / 2.0  # [N, P]
-    y = ((grid[..., 1] + 1.0) * h - 1.0) / 2.0
-    x0 = ops.floor(x)
-    y0 = ops.floor(y)
-    x1 = x0 + 1.0
-    y1 = y0 + 1.0
+    index, weight = _bilinear_neighbours(ops.cast(coords, "float32"), h, w)
     # Gathers from the maps as one flat vector with int32 indices where they fit (its
     # gradient then costs about a fifth less memory and time than a batched gather's);
     # larger inputs gather per map.
@@ -76,24 +137,16 @@ def point_sample(maps, coords):
         first = ops.reshape(ops.arange(n * c, dtype="int32") * (h * w), (n, c, 1))
     else:
         rows = ops.reshape(maps, (n, c, h * w))
-
-    def corner(xi, yi, weight):
-        inside = (xi >= 0.0) & (xi <= w - 1.0) & (yi >= 0.0) & (yi <= h - 1.0)
-        index = (ops.cast(ops.clip(yi, 0.0, h - 1.0), "int32") * w
-                 + ops.cast(ops.clip(xi, 0.0, w - 1.0), "int32"))  # [N, P]
+    out = 0.0
+    for corner in range(4):
+        corner_index = index[:, :, corner]  # [N, P]
         if flat:
-            values = ops.take(values_1d, ops.reshape(first + index[:, None, :], (-1,)))
+            values = ops.take(values_1d, ops.reshape(first + corner_index[:, None, :], (-1,)))
             values = ops.reshape(values, (n, c, num_points))
         else:
-            index = ops.broadcast_to(index[:, None, :], (n, c, num_points))
-            values = ops.take_along_axis(rows, index, axis=2)
-        return ops.cast(values, "float32") * ops.where(inside, weight, 0.0)[:, None, :]
-
-    # The four neighbours in grid_sample's order: north-west, north-east, south-west, south-east.
-    out = corner(x0, y0, (x1 - x) * (y1 - y))
-    out = out + corner(x1, y0, (x - x0) * (y1 - y))
-    out = out + corner(x0, y1, (x1 - x) * (y - y0))
-    out = out + corner(x1, y1, (x - x0) * (y - y0))
+            corner_index = ops.broadcast_to(corner_index[:, None, :], (n, c, num_points))
+            values = ops.take_along_axis(rows, corner_index, axis=2)
+        out = out + ops.cast(values, "float32") * weight[:, None, :, corner]
     return out
 
 
@@ -195,6 +248,48 @@ def draw_candidates(slots, num_points: int, oversample_ratio: float,
             ops.reshape(random_points, (count, num_random, 2)))
 
 
+def smallest_k(values, k: int):
+    """The indices of the `k` smallest of each row of non-negative `values`, in index order.
+
+    The set `ops.top_k(-values, k)` picks (ties go to the lower index), found without sorting:
+    the bit patterns of non-negative float32 numbers are ordered as the numbers, so a bisection
+    over the int32 patterns finds each row's k-th smallest in 31 counting passes, and a scatter
+    writes the chosen indices out in order. On a CPU under XLA, where top-k is a full sort, this
+    takes a quarter of the time (20 rows of 37632, k = 9408: 11 ms against 47 ms).
+
+    Args:
+        values: [M, C] float32, >= 0 (NaN ranks above +inf).
+        k: 0 < k <= C.
+
+    Returns:
+        [M, k] int32, increasing along each row.
+    """
+    num_rows, num_columns = values.shape
+    bits = ops.view(ops.cast(values, "float32"), "int32")  # [M, C], in [0, 2^31)
+
+    def bisect(_, bounds):
+        low, high = bounds  # the k-th smallest pattern lies in [low, high]
+        middle = low + (high - low) // 2
+        count = ops.sum(ops.cast(bits <= middle, "int32"), axis=1, keepdims=True)
+        enough = count >= k
+        return ops.where(enough, low, middle + 1), ops.where(enough, middle, high)
+
+    bounds = (ops.zeros((num_rows, 1), "int32"), ops.full((num_rows, 1), 2**31 - 1, "int32"))
+    kth, _ = ops.fori_loop(0, 31, bisect, bounds)  # [M, 1]
+    below = bits < kth
+    tied = bits == kth
+    room = k - ops.sum(ops.cast(below, "int32"), axis=1, keepdims=True)
+    chosen = below | (tied & (ops.cumsum(ops.cast(tied, "int32"), axis=1) <= room))  # k per row
+    # Row m's chosen columns go to m * k + 0 .. k - 1 in column order; the others to a spare slot.
+    rank = ops.cumsum(ops.cast(chosen, "int32"), axis=1) - 1
+    start = ops.arange(num_rows, dtype="int32")[:, None] * k
+    slot = ops.where(chosen, start + rank, num_rows * k)
+    column = ops.broadcast_to(ops.arange(num_columns, dtype="int32")[None, :], bits.shape)
+    index = ops.scatter(ops.reshape(slot, (-1, 1)), ops.reshape(column, (-1,)),
+                        (num_rows * k + 1,))
+    return ops.reshape(index[:num_rows * k], (num_rows, k))
+
+
 def select_uncertain_points(logits, candidates, random_points, num_importance: int):
     """PointRend's selection from given draws: the most uncertain candidates, then random points.
 
@@ -205,16 +300,16 @@ def select_uncertain_points(logits, candidates, random_points, num_importance: i
         num_importance: k, how many candidates to keep (k <= C).
 
     Returns:
-        (coords [M, k + R, 2], index [M, k] int32): the chosen candidates in top-k order (most
-        uncertain, i.e. smallest |logit|, first) followed by the random points, and their indices.
+        (coords [M, k + R, 2], index [M, k] int32): the chosen candidates in candidate order
+        followed by the random points, and their indices. The original takes them in top-k order
+        (most uncertain first); the losses average over the points, so only the set matters.
     """
     logits = ops.stop_gradient(logits)
     candidates = ops.cast(candidates, "float32")
     num_masks = candidates.shape[0]
     if num_importance > 0:
-        uncertainty = -ops.abs(point_sample(logits, candidates)[:, 0, :])  # [M, C]
-        _, index = ops.top_k(uncertainty, num_importance, sorted=True)
-        index = ops.cast(index, "int32")  # [M, k]
+        # Uncertainty is -|logit|: the most uncertain are the smallest |logit|.
+        index = smallest_k(ops.abs(point_sample(logits, candidates)[:, 0, :]), num_importance)
         chosen = ops.take_along_axis(candidates, index[:, :, None], axis=1)  # [M, k, 2]
     else:
         index = ops.zeros((num_masks, 0), "int32")

@@ -16,9 +16,11 @@ from maskformer.objective.points import (
     draw_candidates,
     point_counts,
     point_sample,
+    point_sample_channels_last,
     random_key,
     select_points_of_pairs,
     select_uncertain_points,
+    smallest_k,
     uniform_points,
 )
 from tests.objective.helpers import compiled, compiled_value_and_grad, quick, to_numpy
@@ -108,9 +110,16 @@ def test_point_sample_matches_numpy_compiled(flat, monkeypatch):
     if not flat:  # the path of inputs with 2^31 values or more
         monkeypatch.setattr(points, "FLAT_GATHER_LIMIT", 0)
     maps, coords = _maps_and_coords()
+    expected = np_point_sample(maps, coords)
     got = to_numpy(compiled(point_sample)(maps, coords))
-    np.testing.assert_allclose(got, np_point_sample(maps, coords), atol=1e-6)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
     assert got.shape == (2, 3, 40)
+    # Channel vectors gathered whole (the matcher's predictions).
+    rows = to_numpy(compiled(point_sample_channels_last)(maps, coords))
+    np.testing.assert_allclose(rows, expected.transpose(0, 2, 1), atol=1e-6)
+    # One channel (the losses' masks) takes that path too.
+    one = to_numpy(compiled(point_sample)(maps[:, 1:2], coords))
+    np.testing.assert_allclose(one, expected[:, 1:2], atol=1e-6)
 
 
 def test_point_sample_matches_torch_grid_sample():
@@ -186,6 +195,20 @@ def test_seed_generator_keys_advance():
     assert to_numpy(random_key(np.array([-1, 5], np.int32))).tolist() == [2**32 - 1, 5]
 
 
+@pytest.mark.parametrize("k", [1, 7, 40, 64])
+def test_smallest_k_equals_the_set_top_k_picks(k):
+    rng = np.random.default_rng(k)
+    values = np.abs(rng.normal(0, 2, (5, 64))).astype(np.float32)
+    values[1] = np.round(values[1])  # many ties: the lower index is taken first
+    values[2, :10] = 0.0
+    values[3, 5] = np.inf
+    values[4] = 1.5  # all equal
+    got = to_numpy(compiled(lambda v: smallest_k(v, k))(values))
+    expected = np.sort(np.argsort(values, axis=1, kind="stable")[:, :k], axis=1)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.int32
+
+
 @pytest.mark.parametrize("chunk", [2, 3, 64])
 def test_selection_of_valid_pairs_equals_selection_row_by_row(chunk):
     rng = np.random.default_rng(4)
@@ -215,7 +238,8 @@ def test_selection_keeps_the_most_uncertain_candidates():
     random_points = rng.uniform(0, 1, (3, 4, 2)).astype(np.float32)
     coords, index = to_numpy(select_uncertain_points(logits, candidates, random_points, 6))
     uncertainty = -np.abs(np_point_sample(logits, candidates)[:, 0])
-    expected = np.argsort(-uncertainty, axis=1, kind="stable")[:, :6]
+    # The six most uncertain, taken in candidate order.
+    expected = np.sort(np.argsort(-uncertainty, axis=1, kind="stable")[:, :6], axis=1)
     np.testing.assert_array_equal(index, expected)
     np.testing.assert_array_equal(coords[:, :6], np.take_along_axis(candidates, expected[..., None],
                                                                     axis=1))
@@ -364,11 +388,19 @@ def test_costs_points_and_selection_equal_the_original(cases, case):
         target = np.stack([targets["masks"][b, t] for b, _, t in pairs])[:, None]
         chosen, index = to_numpy(select_uncertain_points(
             pred, z[f"{base}/loss/candidates"], z[f"{base}/loss/random"], num_importance))
-        np.testing.assert_array_equal(index, z[f"{base}/loss/importance_idx"], err_msg=key)
-        np.testing.assert_array_equal(chosen, z[f"{base}/loss/coords"], err_msg=key)
-        np.testing.assert_allclose(to_numpy(point_sample(pred, chosen))[:, 0],
+        # The original's choice in top-k order, ours in candidate order: the same points.
+        order = np.argsort(z[f"{base}/loss/importance_idx"], axis=1)
+        np.testing.assert_array_equal(
+            index, np.take_along_axis(z[f"{base}/loss/importance_idx"], order, axis=1),
+            err_msg=key)
+        expected = z[f"{base}/loss/coords"].copy()
+        expected[:, :num_importance] = np.take_along_axis(expected[:, :num_importance],
+                                                          order[..., None], axis=1)
+        np.testing.assert_array_equal(chosen, expected, err_msg=key)
+        coords = z[f"{base}/loss/coords"]
+        np.testing.assert_allclose(to_numpy(point_sample(pred, coords))[:, 0],
                                    z[f"{base}/loss/point_logits"], atol=1e-5, err_msg=key)
-        np.testing.assert_allclose(to_numpy(point_sample(target, chosen))[:, 0],
+        np.testing.assert_allclose(to_numpy(point_sample(target, coords))[:, 0],
                                    z[f"{base}/loss/point_labels"], atol=1e-5, err_msg=key)
         assert num_points == chosen.shape[1]
 
