@@ -28,6 +28,9 @@ IGNORE_LABEL = 255
 # records make one target per non-crowd segment; semantic records one per class present.
 DATASETS = ("coco_panoptic", "coco_instance", "semantic", "ade20k_semantic")
 SEMANTIC_DATASETS = ("semantic", "ade20k_semantic")
+# Training augmentations (maskformer.data.augment): DETR's COCO panoptic one, the ADE20K
+# semantic one (also Cityscapes' and Vistas'), Mask2Former's COCO large-scale jitter, none.
+AUGMENTATIONS = ("coco_panoptic", "ade20k", "lsj", "none")
 
 
 class ConfigWarning(UserWarning):
@@ -346,7 +349,7 @@ class DataConfig:
     val_files: str = ""
     dataset_info: str = ""  # dataset.json written by the converters
     record_format: str = "maskformer"  # "maskformer" | "model_garden" (needs dataset_info)
-    augmentation: str = "coco_panoptic"  # "coco_panoptic" | "ade20k" | "none"
+    augmentation: str = "coco_panoptic"  # one of AUGMENTATIONS
     output_size: list[int] = field(default_factory=lambda: [640, 640])
     size_divisibility: int = 0  # with output_size = []
     # COCO panoptic augmentation (also the short edges of the ADE20K one).
@@ -359,6 +362,9 @@ class DataConfig:
     crop_size: list[int] = field(default_factory=lambda: [512, 512])
     color_jitter: bool = True
     crop_pad_value: float = 128.0
+    # Large-scale jitter ("lsj"): the image fits a crop_size box times s ~ U[min, max], then is
+    # cropped, or padded with crop_pad_value, to crop_size (INPUT.MIN_SCALE, INPUT.MAX_SCALE).
+    scale_range: list[float] = field(default_factory=lambda: [0.1, 2.0])
     # Evaluation: shortest-edge resize keeping the aspect ratio.
     eval_short_edge: int = 800
     eval_max_size: int = 1333
@@ -377,7 +383,7 @@ class DataConfig:
         if self.record_format == "model_garden" and not self.dataset_info:
             raise ConfigError("data.dataset_info: data.record_format=model_garden needs the "
                               "category table (a dataset.json or COCO panoptic annotation file)")
-        _check_choice("data.augmentation", self.augmentation, ("coco_panoptic", "ade20k", "none"))
+        _check_choice("data.augmentation", self.augmentation, AUGMENTATIONS)
         _check_choice("data.mask_dtype", self.mask_dtype, ("uint8", "float32"))
         _check_size("data.output_size", self.output_size, allow_empty=True)
         _check_size("data.eval_output_size", self.eval_output_size, allow_empty=True)
@@ -393,6 +399,9 @@ class DataConfig:
             raise ConfigError(f"data.crop_range: expected [min, max] with 0 < min <= max, got "
                               f"{self.crop_range}")
         _check_range("data.crop_pad_value", self.crop_pad_value, 0.0, 255.0)
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError(f"data.scale_range: expected [min, max] with 0 < min <= max, got "
+                              f"{self.scale_range}")
         if self.eval_output_size:
             # The smallest resized evaluation image is a square of the short edge.
             short = min(self.eval_short_edge, self.eval_max_size)
@@ -400,7 +409,7 @@ class DataConfig:
                 raise ConfigError(f"data.eval_output_size: {self.eval_output_size} cannot hold "
                                   f"any image resized to a short edge of {short} "
                                   "(data.eval_short_edge, data.eval_max_size); enlarge it")
-        if (self.augmentation == "ade20k" and self.output_size
+        if (self.augmentation in ("ade20k", "lsj") and self.output_size
                 and any(c > o for c, o in zip(self.crop_size, self.output_size, strict=True))):
             _warn(f"data.crop_size {self.crop_size} is larger than data.output_size "
                   f"{self.output_size}: every training crop is cut at the bottom/right")

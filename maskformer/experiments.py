@@ -730,24 +730,18 @@ def _m2f_coco(backbone: str, task: str, num_queries: int = 100,
     thing classes, instance records; instance output only); thresholds 0.8.
 
     Training: the original's large-scale jitter ("coco_panoptic_lsj", "coco_instance_lsj":
-    scale the image to fit a 1024 square times s ~ U[0.1, 2.0], crop or pad to 1024 x 1024 with
-    128, flip) has no counterpart in `maskformer.data.augment`. The closest is the "ade20k"
-    augmentation without colour jitter: the shortest edge a choice of 0.1x .. 2.0x 1024 in
-    steps of 0.1x (a discrete scale, of the short edge rather than of the fit in the square),
-    the long edge capped at 2 x 1024, an "absolute" 1024 x 1024 crop padded with 128.
-    Evaluation: detectron2's default test resize (shortest edge 800, long edge <= 1333), which
-    the LSJ configs keep."""
+    flip, the image scaled to fit a 1024 square times s ~ U[0.1, 2.0], cropped or padded with
+    128 to 1024 x 1024). Evaluation: detectron2's default test resize (shortest edge 800, long
+    edge <= 1333), which the LSJ configs keep."""
     steps, boundaries = schedule
     panoptic = task == "panoptic"
     return ExperimentConfig(
         model=_m2f_model(backbone, 133 if panoptic else 80, num_queries),
         loss=mask2former_loss(),
         data=DataConfig(dataset="coco_panoptic" if panoptic else "coco_instance",
-                        augmentation="ade20k", color_jitter=False,
+                        augmentation="lsj", scale_range=[0.1, 2.0],
                         output_size=[_LSJ_SIZE, _LSJ_SIZE], crop_size=[_LSJ_SIZE, _LSJ_SIZE],
-                        crop_pad_value=128.0,
-                        min_scale_sizes=[int(x * 0.1 * _LSJ_SIZE) for x in range(1, 21)],
-                        max_size=2 * _LSJ_SIZE, eval_short_edge=800, eval_max_size=1333,
+                        crop_pad_value=128.0, eval_short_edge=800, eval_max_size=1333,
                         eval_output_size=[], size_divisibility=32,
                         max_instances=num_queries),
         train=_m2f_train(steps, boundaries),

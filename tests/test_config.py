@@ -145,6 +145,8 @@ def test_every_experiment_validates(name):
     ("data.min_scale_sizes=[]", "data.min_scale_sizes: expected a non-empty list"),
     ("data.crop_short_edges=[0]", "data.crop_short_edges: expected a non-empty list"),
     ("data.crop_range=[40, 20]", r"data.crop_range: expected \[min, max\]"),
+    ("data.scale_range=[0.0, 2.0]", r"data.scale_range: expected \[min, max\]"),
+    ("data.augmentation=jitter", r"data.augmentation"),
     ("data.max_instances=0", "data.max_instances: 0 is below the minimum 1"),
     ("data.eval_short_edge=0", "data.eval_short_edge: 0 is below the minimum 1"),
     ("data.shuffle_buffer=-1", "data.shuffle_buffer: -1 is below the minimum 0"),

@@ -530,12 +530,11 @@ M2F_VISTAS = {**M2F_ADE_R50, "data.crop_size": [1024, 1024], "data.output_size":
               "min_sizes": (1024, 4096, 16), "data.max_size": 8192, "data.eval_short_edge": 2048,
               "data.eval_max_size": 2048, "train.steps": 300_000,
               "eval.object_mask_threshold": 0.0}
-# LSJ (IMAGE_SIZE 1024, scales 0.1 .. 2.0) through the "ade20k" augmentation: see the experiment.
+# Large-scale jitter: IMAGE_SIZE 1024, MIN_SCALE 0.1, MAX_SCALE 2.0.
 M2F_COCO = {
-    "data.dataset": "coco_panoptic", "data.augmentation": "ade20k", "data.color_jitter": False,
+    "data.dataset": "coco_panoptic", "data.augmentation": "lsj", "data.scale_range": [0.1, 2.0],
     "data.crop_size": [1024, 1024], "data.output_size": [1024, 1024],
-    "data.crop_pad_value": 128.0, "min_sizes": (102, 2048, 20), "data.max_size": 2048,
-    "data.eval_short_edge": 800, "data.eval_max_size": 1333, "data.eval_output_size": [],
+    "data.crop_pad_value": 128.0, "data.eval_short_edge": 800, "data.eval_max_size": 1333, "data.eval_output_size": [],
     "data.size_divisibility": 32, "train.steps": 368_750, "train.schedule": "step",
     "train.step_boundaries": [327_778, 355_092], "train.step_factor": 0.1,
     "eval.object_mask_threshold": 0.8, "eval.overlap_threshold": 0.8, "model.num_queries": 100,

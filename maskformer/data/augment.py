@@ -8,8 +8,9 @@ function of the seed and is the same eagerly and inside `tf.data`, in any parall
 
 The geometry follows detectron2 exactly: `ResizeShortestEdge` (choice of short edge, long edge
 capped, sizes rounded with ``int(x + 0.5)``), `RandomCrop("absolute_range")` and
-`RandomCrop("absolute")`, `RandomFlip` (horizontal, p 0.5). Images are rounded to integers
-after every resize, like detectron2's uint8 images.
+`RandomCrop("absolute")`, `ResizeScale` and `FixedSizeCrop` (large-scale jitter), `RandomFlip`
+(horizontal, p 0.5). Images are rounded to integers after every resize, like detectron2's uint8
+images.
 """
 
 from __future__ import annotations
@@ -229,3 +230,46 @@ def ade20k_augment(image, segment_map, seed, min_scale_sizes: Sequence[int] = tu
     if color_jitter:
         image = color_aug_ssd(image, seed, 20)
     return random_flip(image, segment_map, seed, 3)
+
+
+def resize_scale(image, segment_map, seed, k: int, min_scale: float, max_scale: float,
+                 target_height: int, target_width: int):
+    """detectron2 ``ResizeScale``: fit the image, aspect kept, in the target box times
+    s ~ U[min_scale, max_scale] (float64, sizes rounded half to even as ``np.round``)."""
+    shape = tf.cast(tf.shape(segment_map), tf.float64)
+    h, w = shape[0], shape[1]
+    scale = min_scale + (max_scale - min_scale) * tf.cast(_uniform(seed, k), tf.float64)
+    output_scale = tf.minimum(target_height * scale / h, target_width * scale / w)
+    new_h = tf.maximum(tf.cast(tf.round(h * output_scale), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.round(w * output_scale), tf.int32), 1)
+    return resize(image, segment_map, new_h, new_w)
+
+
+def fixed_size_crop(image, segment_map, seed, k: int, crop_size: Sequence[int]):
+    """The crop of detectron2 ``FixedSizeCrop``: at most `crop_size`, at an offset of
+    ``round(max(size - crop, 0) * u)`` along both axes with one u ~ U[0, 1] (the padding to
+    `crop_size` is the caller's)."""
+    shape = tf.shape(segment_map)
+    h, w = shape[0], shape[1]
+    u = tf.cast(_uniform(seed, k), tf.float64)
+    top = tf.cast(tf.round(tf.cast(tf.maximum(h - crop_size[0], 0), tf.float64) * u), tf.int32)
+    left = tf.cast(tf.round(tf.cast(tf.maximum(w - crop_size[1], 0), tf.float64) * u), tf.int32)
+    return crop(image, segment_map, top, left, tf.minimum(h, crop_size[0]),
+                tf.minimum(w, crop_size[1]))
+
+
+def lsj_augment(image, segment_map, seed, scale_range: Sequence[float] = (0.1, 2.0),
+                crop_size: Sequence[int] = (1024, 1024)):
+    """Large-scale jitter, Mask2Former's COCO training augmentation ("coco_panoptic_lsj",
+    "coco_instance_lsj"): flip, ``ResizeScale(scale_range, crop_size)``, then the crop of
+    ``FixedSizeCrop(crop_size)`` (that order, as its mapper builds them). The caller pads to
+    `crop_size` (the original pads the image with 128 and the label with ignore).
+
+    Returns:
+      (image float32 [h', w', 3], segment_map int32 [h', w']), h', w' <= crop_size.
+    """
+    image = tf.cast(image, tf.float32)
+    image, segment_map = random_flip(image, segment_map, seed, 0)
+    image, segment_map = resize_scale(image, segment_map, seed, 1, scale_range[0],
+                                      scale_range[1], crop_size[0], crop_size[1])
+    return fixed_size_crop(image, segment_map, seed, 2, crop_size)

@@ -37,7 +37,13 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from maskformer.config import DATASETS, IGNORE_LABEL, SEMANTIC_DATASETS, DataConfig
+from maskformer.config import (
+    AUGMENTATIONS,
+    DATASETS,
+    IGNORE_LABEL,
+    SEMANTIC_DATASETS,
+    DataConfig,
+)
 from maskformer.data import augment as aug
 from maskformer.data import model_garden, records
 from maskformer.data.records import DataError
@@ -151,9 +157,9 @@ class _Preprocessor:
     def __init__(self, config: DataConfig, training: bool):
         self.config = config
         self.training = training
-        if config.augmentation not in ("coco_panoptic", "ade20k", "none"):
-            raise DataError(f"data.augmentation: {config.augmentation!r} is not "
-                            "'coco_panoptic', 'ade20k' or 'none'")
+        if config.augmentation not in AUGMENTATIONS:
+            raise DataError(f"data.augmentation: {config.augmentation!r} is not one of "
+                            f"{', '.join(AUGMENTATIONS)}")
         if config.dataset not in DATASETS:
             raise DataError(f"data.dataset: {config.dataset!r} is not one of "
                             f"{', '.join(DATASETS)}")
@@ -179,6 +185,13 @@ class _Preprocessor:
                                                     c.max_size, c.crop_size, c.color_jitter)
             # The original's semantic mapper pads the crop with 128 (image) / ignore (label) and
             # the model then sees those pixels as image: they count in pixel_valid.
+            image, segment_map, _ = pad_or_cut(image, segment_map, c.crop_size[0],
+                                               c.crop_size[1], c.crop_pad_value)
+            return image, segment_map
+        if c.augmentation == "lsj":
+            image, segment_map = aug.lsj_augment(image, segment_map, seed, c.scale_range,
+                                                 c.crop_size)
+            # FixedSizeCrop pads the right and bottom to the crop size: 128 and ignore.
             image, segment_map, _ = pad_or_cut(image, segment_map, c.crop_size[0],
                                                c.crop_size[1], c.crop_pad_value)
             return image, segment_map

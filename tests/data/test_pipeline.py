@@ -84,6 +84,45 @@ def test_ade20k_augmentation_aligned_and_cropped():
         assert _check_aligned(im, sm) > 0.2
 
 
+def test_lsj_is_detectron2_resize_scale_then_fixed_size_crop():
+    """Flip, ResizeScale and FixedSizeCrop as detectron2 computes their sizes and offsets
+    (float64, np.round) from the same draws; the resize itself is tested against PIL below."""
+    image, smap = _coded_example()  # 48 x 64
+    crop, low, high = (32, 40), 0.3, 2.0
+    cut = padded = 0
+    for s in range(16):
+        seed = tf.constant([s, 3], tf.int64)
+        im, sm = augment.lsj_augment(image, smap, seed, (low, high), crop)
+        flip, scale_u, offset_u = (float(augment._uniform(seed, k)) for k in range(3))
+        ref_im, ref_sm = (image[:, ::-1], smap[:, ::-1]) if flip < 0.5 else (image, smap)
+        scale = low + (high - low) * scale_u
+        output_scale = min(crop[0] * scale / 48, crop[1] * scale / 64)
+        size = np.round(np.multiply((48, 64), output_scale)).astype(int)
+        ref_im, ref_sm = augment.resize(tf.cast(ref_im, tf.float32), ref_sm, *size)
+        top, left = np.round(np.maximum(size - crop, 0) * offset_u).astype(int)
+        np.testing.assert_array_equal(
+            im.numpy(), ref_im.numpy()[top:top + crop[0], left:left + crop[1]])
+        np.testing.assert_array_equal(
+            sm.numpy(), ref_sm.numpy()[top:top + crop[0], left:left + crop[1]])
+        assert _check_aligned(im, sm) > 0.1
+        cut += bool(size[0] > crop[0] or size[1] > crop[1])
+        padded += bool(size[0] < crop[0] or size[1] < crop[1])
+    assert cut and padded
+
+
+def test_lsj_pipeline_pads_to_the_crop_size_with_128(tmp_path):
+    image, smap = _coded_example()
+    path = write_records(tmp_path / "r.tfrecord", [sample_from_arrays(image, smap, [5, 6, 7, 8])])
+    cfg = _small_config(augmentation="lsj", scale_range=[0.25, 0.25], crop_size=[32, 32],
+                        output_size=[32, 32])
+    images, t = next(iter(pipeline.build_dataset(cfg, path, training=True, batch_size=1)))
+    im = images[0].numpy()
+    # Scale 0.25 of a 32 square: 48 x 64 fits as 6 x 8, padded with 128 (void labels) to 32.
+    assert (im[6:] == 128).all() and (im[:, 8:] == 128).all() and not (im[:6, :8] == 128).all()
+    assert (t["segment_map"][0].numpy()[6:] == 0).all()
+    assert t["pixel_valid"][0].numpy().all()
+
+
 def test_shortest_edge_size_matches_detectron2_formula():
     def reference(h, w, short, max_size):  # detectron2 ResizeShortestEdge.get_output_shape
         scale = short * 1.0 / min(h, w)
