@@ -119,9 +119,10 @@ class BackboneConfig:
     a Swin Transformer (`type: swin`, settings in `swin`).
 
     `stage_blocks` overrides the depth's standard block counts (used by tiny test models).
-    `norm` is detectron2's `MODEL.RESNETS.NORM`: "frozen_bn" (the published models, which
-    start from ImageNet weights) or "gn" (GroupNorm with `norm_groups` groups, trainable: for
-    a backbone trained from scratch, such as the demo's). `stem_type` is detectron2's
+    `norm` is detectron2's `MODEL.RESNETS.NORM`: "frozen_bn" (most published models, which
+    start from ImageNet weights), "sync_bn" ("SyncBN": batch norm trained on the global batch,
+    as Mask2Former's Cityscapes ResNets and its ADE20K semantic R101) or "gn" (GroupNorm with
+    `norm_groups` groups, trainable: for a backbone trained from scratch, such as the demo's). `stem_type` is detectron2's
     `MODEL.RESNETS.STEM_TYPE`: "basic" (one 7x7 conv) or "deeplab" (three 3x3 convs, the
     stem of the zoo's R101c models, with `stem_channels` outputs and half as many inside).
     """
@@ -135,7 +136,7 @@ class BackboneConfig:
     width_per_group: int = 64  # bottleneck width of res2; doubles per stage
     res2_out_channels: int = 256  # output channels of res2; doubles per stage
     norm_eps: float = 1e-5
-    norm: str = "frozen_bn"  # "frozen_bn" | "gn"
+    norm: str = "frozen_bn"  # "frozen_bn" | "sync_bn" | "gn"
     norm_groups: int = 32
     res5_dilation: int = 1  # 2: res5 at stride 16 (detectron2's RES5_DILATION)
     # Dilation of each res5 block, times res5_dilation (DeepLab's RES5_MULTI_GRID; R101c: 1, 2, 4).
@@ -173,8 +174,7 @@ class BackboneConfig:
         if self.stem_type == "deeplab" and self.stem_channels % 2:
             raise ConfigError(f"model.backbone.stem_channels: {self.stem_channels} is odd; the "
                               "deeplab stem's first two convs have half as many")
-        if self.norm not in ("frozen_bn", "gn"):
-            raise ConfigError(f"model.backbone.norm: {self.norm!r} is not 'frozen_bn' or 'gn'")
+        _check_choice("model.backbone.norm", self.norm, ("frozen_bn", "sync_bn", "gn"))
         if self.norm == "gn":
             bad = sorted({c for c in self.channels() if c % self.norm_groups})
             if bad:

@@ -809,9 +809,9 @@ def _m2f_experiment(name: str) -> tuple[str, Callable[[], ExperimentConfig]]:
     - the instance models: instance output only. ADE20K instance's configs also turn semantic
       and panoptic output on, but instance records hold no stuff to evaluate them against, and
       the original evaluates those models with COCO's instance evaluator alone;
-    - the ResNet configs of ADE20K semantic R101 and Cityscapes train the backbone's batch norm
-      synced across GPUs (RESNETS.NORM SyncBN), which has no counterpart here: frozen batch norm
-      (ADE20K semantic R101's config is named 90k but inherits MAX_ITER 160000).
+    - the ResNet configs of ADE20K semantic R101 and of Cityscapes train the backbone's batch
+      norm on the global batch (RESNETS.NORM SyncBN: model.backbone.norm sync_bn; ADE20K
+      semantic R101's config is named 90k but inherits MAX_ITER 160000).
     """
     data, task, size = name.removeprefix("mask2former_").split("_", 2)
     backbone, label = _M2F_BACKBONES[size]
@@ -829,8 +829,21 @@ def _m2f_experiment(name: str) -> tuple[str, Callable[[], ExperimentConfig]]:
         instance = False if data == "vistas" else None
         build = lambda: _m2f_crop(_M2F_RECIPES[key], backbone, task, queries,  # noqa: E731
                                   threshold, instance)
+    if backbone in ("R50", "R101") and (data == "cityscapes"
+                                        or (data, task, backbone) == ("ade20k", "semantic",
+                                                                      "R101")):
+        build, extra = _with_sync_bn(build), extra + ", SyncBN"
     metric = MASK2FORMER_ZOO[name].metric.split(" (")[0]
     return f"{_M2F_DATA[data]} {task}, Mask2Former {label}{extra} ({metric} published).", build
+
+
+def _with_sync_bn(build: Callable[[], ExperimentConfig]) -> Callable[[], ExperimentConfig]:
+    def build_sync_bn() -> ExperimentConfig:
+        config = build()
+        config.model.backbone.norm = "sync_bn"
+        return config
+
+    return build_sync_bn
 
 
 def _register_mask2former_zoo() -> None:

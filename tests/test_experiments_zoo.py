@@ -490,8 +490,10 @@ def test_mask2former_model_criterion_and_solver(name):
             M2F_SWIN[entry.backbone])
         assert (bb.swin.patch_size, bb.swin.drop_path_rate) == (4, 0.3)
     else:
+        # RESNETS.NORM: "SyncBN" in the Cityscapes configs and ADE20K semantic R101's.
+        sync = "cityscapes" in name or name == "mask2former_ade20k_semantic_r101"
         assert (bb.type, bb.depth, bb.stem_type, bb.norm) == (
-            "resnet", int(entry.backbone[1:]), "basic", "frozen_bn")
+            "resnet", int(entry.backbone[1:]), "basic", "sync_bn" if sync else "frozen_bn")
 
 
 def test_mask2former_hugging_face_ids_follow_the_conversion_script():
@@ -513,6 +515,7 @@ def test_mask2former_hugging_face_ids_follow_the_conversion_script():
 
 # Settings of the original's config files (after _BASE_), typed: INPUT.*, SOLVER.*, TEST.
 M2F_ADE_R50 = {
+    "model.backbone.norm": "frozen_bn",
     "data.dataset": "ade20k_semantic", "data.augmentation": "ade20k", "data.color_jitter": True,
     "data.crop_size": [512, 512], "data.output_size": [512, 512], "min_sizes": (256, 1024, 16),
     "data.max_size": 2048, "data.eval_short_edge": 512, "data.eval_max_size": 2048,
@@ -530,8 +533,11 @@ M2F_VISTAS = {**M2F_ADE_R50, "data.crop_size": [1024, 1024], "data.output_size":
               "min_sizes": (1024, 4096, 16), "data.max_size": 8192, "data.eval_short_edge": 2048,
               "data.eval_max_size": 2048, "train.steps": 300_000,
               "eval.object_mask_threshold": 0.0}
+# RESNETS.NORM "SyncBN": Cityscapes' ResNets and ADE20K semantic R101; the others frozen.
+SYNC_BN = {"model.backbone.norm": "sync_bn"}
 # Large-scale jitter: IMAGE_SIZE 1024, MIN_SCALE 0.1, MAX_SCALE 2.0.
 M2F_COCO = {
+    "model.backbone.norm": "frozen_bn",
     "data.dataset": "coco_panoptic", "data.augmentation": "lsj", "data.scale_range": [0.1, 2.0],
     "data.crop_size": [1024, 1024], "data.output_size": [1024, 1024],
     "data.crop_pad_value": 128.0, "data.eval_short_edge": 800, "data.eval_max_size": 1333, "data.eval_output_size": [],
@@ -546,14 +552,14 @@ M2F_EXPECTED = {
         **M2F_COCO, "train.steps": 737_500, "train.step_boundaries": [655_556, 710_184],
         "model.num_queries": 200},
     "mask2former_ade20k_semantic_r50": M2F_ADE_R50,
-    "mask2former_ade20k_semantic_r101": M2F_ADE_R50,
+    "mask2former_ade20k_semantic_r101": {**M2F_ADE_R50, **SYNC_BN},
     "mask2former_ade20k_semantic_swin_small": M2F_ADE_R50,
     "mask2former_ade20k_semantic_swin_base": {**M2F_ADE_R50, **M2F_RES640},
     "mask2former_ade20k_semantic_swin_large": {**M2F_ADE_R50, **M2F_RES640},
     "mask2former_ade20k_panoptic_r50": {**M2F_ADE_R50, **M2F_RES640},
     "mask2former_ade20k_panoptic_swin_large": {**M2F_ADE_R50, **M2F_RES640,
                                                "model.num_queries": 200},
-    "mask2former_cityscapes_semantic_r101": M2F_CITYSCAPES,
+    "mask2former_cityscapes_semantic_r101": {**M2F_CITYSCAPES, **SYNC_BN},
     "mask2former_cityscapes_semantic_swin_large": M2F_CITYSCAPES,
     "mask2former_cityscapes_panoptic_swin_large": {**M2F_CITYSCAPES, "model.num_queries": 200},
     "mask2former_vistas_semantic_r50": M2F_VISTAS,
@@ -564,7 +570,8 @@ M2F_EXPECTED = {
         "train.step_boundaries": [655_556, 710_184], "model.num_queries": 200},
     "mask2former_ade20k_instance_r50": {**M2F_ADE_R50, **M2F_RES640,
                                         "data.dataset": "coco_instance"},
-    "mask2former_cityscapes_instance_r50": {**M2F_CITYSCAPES, "data.dataset": "coco_instance"},
+    "mask2former_cityscapes_instance_r50": {**M2F_CITYSCAPES, **SYNC_BN,
+                                            "data.dataset": "coco_instance"},
     "mask2former_cityscapes_instance_swin_large": {
         **M2F_CITYSCAPES, "data.dataset": "coco_instance", "model.num_queries": 200},
 }

@@ -29,6 +29,8 @@ from maskformer.modeling.transformer import DecoderLayer, EncoderLayer, MultiHea
 
 # Buffers of the original model that are not weights of ours; checked for shape and dropped.
 IGNORED_KEYS = ("criterion.empty_weight", "pixel_mean", "pixel_std")
+# The step counter of a trained batch norm (SyncBN backbones): no weight, and not needed.
+BATCH_NORM_COUNTER = ".num_batches_tracked"
 
 
 @dataclass
@@ -75,7 +77,7 @@ class _Mapper:
         self.add(layer.conv.kernel, f"{prefix}.weight", _conv)
         if layer.use_bias:
             self.add(layer.conv.bias, f"{prefix}.bias")
-        if layer.norm_type == "frozen_bn":
+        if layer.norm_type in ("frozen_bn", "sync_bn"):
             self.add(layer.norm.gamma, f"{prefix}.norm.weight")
             self.add(layer.norm.beta, f"{prefix}.norm.bias")
             self.add(layer.norm.moving_mean, f"{prefix}.norm.running_mean")
@@ -331,12 +333,12 @@ def _assign_strictly(targets: list[Target], buffers: dict[str, np.ndarray],
                      mismatched: tuple[str, ...] = ()) -> None:
     """Sets every target from `state`, or raises naming every missing, unexpected, mis-shaped
     and wrong key: no variable is set unless all fit. `buffers` may be absent from `state`;
-    where present they must equal the given values. `ignored` keys may be present.
-    `mismatched` holds problems the caller found."""
+    where present they must equal the given values. `ignored` keys and batch norm step
+    counters may be present. `mismatched` holds problems the caller found."""
     expected = {s for t in targets for s in t.sources}
     missing = sorted(expected - set(state))
-    unexpected = sorted(k for k in state
-                        if k not in expected and k not in ignored and k not in buffers)
+    unexpected = sorted(k for k in state if k not in expected and k not in ignored
+                        and k not in buffers and not k.endswith(BATCH_NORM_COUNTER))
     values, shapes, wrong = [], [], []
     if not missing:
         for t in targets:

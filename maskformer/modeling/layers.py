@@ -42,6 +42,22 @@ class FrozenBatchNorm(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+def sync_batch_norm(epsilon: float = 1e-5, **kwargs) -> keras.layers.BatchNormalization:
+    """Trainable batch norm over the global batch (detectron2's "SyncBN",
+    `torch.nn.SyncBatchNorm` with its defaults: momentum 0.1 of the new statistics, eps).
+
+    On TensorFlow the batch statistics are all-reduced across the replicas of a tf.distribute
+    strategy (`synchronized=True`); on JAX a step is one program over the global batch, whose
+    mean is global already. In inference it is `FrozenBatchNorm` with the moving statistics
+    (the same variable names: gamma, beta, moving_mean, moving_variance). One difference from
+    PyTorch: the moving variance takes the batch's biased variance, PyTorch's the unbiased one
+    (a factor n / (n - 1), n the pixels of the global batch).
+    """
+    return keras.layers.BatchNormalization(
+        momentum=0.9, epsilon=epsilon, synchronized=keras.backend.backend() == "tensorflow",
+        **kwargs)
+
+
 class Conv2d(keras.layers.Layer):
     """Conv with PyTorch's symmetric zero padding (k // 2), optional norm and ReLU.
 
@@ -53,7 +69,8 @@ class Conv2d(keras.layers.Layer):
         kernel_size: square kernel size.
         strides: stride.
         use_bias: conv bias (detectron2 convs followed by a norm have none).
-        norm: None, "frozen_bn" or "gn" (`GroupNorm`, PyTorch's exactness).
+        norm: None, "frozen_bn", "sync_bn" (`sync_batch_norm`) or "gn" (`GroupNorm`,
+            PyTorch's exactness).
         activation: None or "relu".
         norm_groups: GroupNorm's groups (32 in the original).
         dilation: dilation of the kernel (padding grows with it: dilation * (k // 2)).
@@ -77,6 +94,8 @@ class Conv2d(keras.layers.Layer):
                                         kernel_initializer=keras.initializers.HeNormal())
         if norm == "frozen_bn":
             self.norm = FrozenBatchNorm(epsilon=norm_eps, name="norm")
+        elif norm == "sync_bn":
+            self.norm = sync_batch_norm(epsilon=norm_eps, name="norm")
         elif norm == "gn":
             # not keras.layers.GroupNormalization: its float32 statistics drift on large
             # groups (see normalization.py)

@@ -217,6 +217,25 @@ def test_swin_checkpoint_with_index_buffers(tmp_path):
         assign_weights(model, state)
 
 
+def test_sync_bn_checkpoint_with_its_step_counters(tmp_path):
+    """A SyncBN backbone's checkpoint (Cityscapes' ResNets): its batch norms set from the same
+    four tensors as a frozen one's, the step counters (`num_batches_tracked`) passed over."""
+    config = get_experiment(EXPERIMENT)
+    config.model.backbone.norm = "sync_bn"
+    model = randomize(build_model(config.model), seed=5)
+    expected = weights(model)
+    state = original_state(model)
+    counters = [k.replace("running_mean", "num_batches_tracked") for k in state
+                if k.endswith(".norm.running_mean")]
+    assert len(counters) == 1 + 5 * 3 + 4  # the tiny ResNet's norms
+    state.update({k: np.array(1000, np.int64) for k in counters})
+    path = write_pickle(tmp_path / "model_final.pkl", state)
+    randomize(model, seed=6)
+    assign_weights(model, normalize_names(load_state_dict(path)), source=str(path))
+    for key, value in weights(model).items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
 MISSING = "sem_seg_head.predictor.transformer_ffn_layers.2.linear1.bias"
 UNEXPECTED = "sem_seg_head.predictor.transformer_ffn_layers.9.linear1.bias"
 

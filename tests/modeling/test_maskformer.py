@@ -135,6 +135,53 @@ def test_backbone_group_norm_for_training_from_scratch():
     np.testing.assert_allclose(np.asarray(stem(x)), expected, atol=1e-4)
 
 
+def test_backbone_sync_batch_norm_trains_like_torch_and_infers_like_frozen():
+    """backbone.norm=sync_bn (detectron2's SyncBN): every backbone norm a trainable batch norm;
+    in training the stem's output and its statistics' update are torch.nn.BatchNorm2d's
+    (momentum 0.1; the moving variance from the biased batch variance), in inference it is
+    the frozen batch norm of those statistics."""
+    torch = pytest.importorskip("torch")
+    from maskformer.modeling.layers import FrozenBatchNorm
+
+    config = get_experiment("maskformer_smoke").model
+    config.backbone.norm = "sync_bn"
+    config.validate()
+    backbone = build_model(config).backbone
+    norms = [layer for layer in backbone._flatten_layers() if layer.name == "norm"]
+    assert len(norms) == 1 + 5 * 3 + 4
+    assert all(isinstance(n, keras.layers.BatchNormalization) for n in norms)
+    assert all(n.synchronized == (keras.backend.backend() == "tensorflow") for n in norms)
+    assert all(n.gamma.trainable and n.beta.trainable for n in norms)
+
+    stem = backbone.stem
+    rng = np.random.default_rng(1)
+    gamma = rng.normal(1, 0.3, stem.norm.gamma.shape).astype("float32")
+    beta = rng.normal(0, 0.3, stem.norm.beta.shape).astype("float32")
+    stem.norm.gamma.assign(gamma)
+    stem.norm.beta.assign(beta)
+    x = rng.normal(0, 1, (2, 20, 24, 3)).astype(np.float32)
+    conv = np.asarray(stem.conv(np.pad(x, [[0, 0], [3, 3], [3, 3], [0, 0]])))
+    reference = torch.nn.BatchNorm2d(conv.shape[-1], eps=1e-5, momentum=0.1).train()
+    with torch.no_grad():
+        reference.weight.copy_(torch.from_numpy(gamma))
+        reference.bias.copy_(torch.from_numpy(beta))
+        expected = reference(torch.from_numpy(np.ascontiguousarray(conv.transpose(0, 3, 1, 2))))
+    expected = np.maximum(expected.numpy().transpose(0, 2, 3, 1), 0)
+    np.testing.assert_allclose(np.asarray(stem(x, training=True)), expected, atol=1e-4)
+    n = conv.shape[0] * conv.shape[1] * conv.shape[2]
+    np.testing.assert_allclose(np.asarray(stem.norm.moving_mean),
+                               reference.running_mean.numpy(), atol=1e-5)
+    biased = 0.9 + (reference.running_var.numpy() - 0.9) * (n - 1) / n
+    np.testing.assert_allclose(np.asarray(stem.norm.moving_variance), biased, rtol=1e-5)
+
+    frozen = FrozenBatchNorm(epsilon=1e-5)
+    frozen.build(conv.shape)
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        getattr(frozen, name).assign(getattr(stem.norm, name))
+    np.testing.assert_allclose(np.asarray(stem(x, training=False)),
+                               np.maximum(np.asarray(frozen(conv)), 0), atol=1e-5)
+
+
 def test_backbone_norm_is_checked():
     from maskformer.config import ConfigError
 
