@@ -44,8 +44,9 @@ def _run(tmp_path, name, strategy, logical, records, env=None):
     return command, environment, out
 
 
-def _trajectory(tmp_path, name, strategy, logical, records):
+def _trajectory(tmp_path, name, strategy, logical, records, extra=()):
     command, env, out = _run(tmp_path, name, strategy, logical, records)
+    command += list(extra)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
@@ -62,6 +63,17 @@ def test_mirrored_two_devices_match_one_device(tmp_path, shapes_records, single)
     assert len(single) == len(mirrored) == STEPS
     np.testing.assert_allclose(mirrored, single, rtol=1e-4)
     assert single[0] != single[-1]  # the weights really changed
+
+
+def test_sync_batch_norm_on_two_devices_matches_one_device(tmp_path, shapes_records):
+    """backbone.norm=sync_bn: the batch statistics of two replicas' halves, synchronised, are
+    the global batch's, so two devices follow one device's trajectory (unsynchronised
+    per-replica statistics would not)."""
+    sync = ["model.backbone.norm=sync_bn"]
+    single = _trajectory(tmp_path, "single", "default", 1, shapes_records, sync)
+    mirrored = _trajectory(tmp_path, "mirrored", "mirrored", 2, shapes_records, sync)
+    assert len(single) == len(mirrored) == STEPS
+    np.testing.assert_allclose(mirrored, single, rtol=1e-4)
 
 
 def _free_ports(count):
