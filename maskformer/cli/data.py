@@ -31,8 +31,8 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
                                               "synthetic shapes dataset")
     sub = data.add_subparsers(
         dest="data_command",
-        metavar="{coco-panoptic,coco-instance,ade20k-semantic,semantic,voc,cityscapes,"
-                "mapillary-vistas,coco-stuff-10k,ade20k-full,shapes,inspect}")
+        metavar="{coco-panoptic,coco-instance,cityscapes-instance,ade20k-semantic,semantic,voc,"
+                "cityscapes,mapillary-vistas,coco-stuff-10k,ade20k-full,shapes,inspect}")
     sub.required = True
 
     coco = add_command(sub, "coco-panoptic", "COCO panoptic format -> TFRecords")
@@ -56,6 +56,14 @@ def add_subcommands(subparsers) -> argparse.ArgumentParser:
     inst.add_argument("--annotations", required=True, help="instances_*.json")
     _add_common(inst)
     inst.set_defaults(func=run_coco_instance)
+
+    city = add_command(sub, "cityscapes-instance", "Cityscapes instance ground truth "
+                                                   "(*_gtFine_instanceIds.png, 8 classes) -> "
+                                                   "instance TFRecords")
+    city.add_argument("--root", required=True, help="cityscapes folder (leftImg8bit/, gtFine/)")
+    city.add_argument("--split", default="train", help="train or val")
+    _add_common(city)
+    city.set_defaults(func=run_cityscapes_instance)
 
     sem = add_command(sub, "semantic", "semantic label PNGs (any dataset) -> TFRecords")
     sem.add_argument("--images", required=True, help="folder of the images")
@@ -179,6 +187,14 @@ def run_coco_instance(args) -> int:
 
     return _finish(coco_instance.convert(args.images, args.annotations, args.out,
                                          **_common_kwargs(args)))
+
+
+def run_cityscapes_instance(args) -> int:
+    """``maskformer data cityscapes-instance``."""
+    from maskformer.data import cityscapes_instance
+
+    return _finish(cityscapes_instance.convert(args.root, args.split, args.out,
+                                               **_common_kwargs(args)))
 
 
 def run_semantic(args) -> int:
