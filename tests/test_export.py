@@ -160,8 +160,10 @@ def test_saved_model_runs_without_the_package_and_equals_predict(tiny, tmp_path)
 
 
 def test_fixed_size_saved_models_are_identical_to_predict(tiny, tmp_path):
-    """With --image-size (static shapes before and after the network): panoptic, semantic and
-    instance results identical to `predict`'s."""
+    """With --image-size (static shapes before and after the network): panoptic (with the
+    semantic map), semantic and instance results identical to `predict`'s. The panoptic
+    inference differs between the architectures; the semantic and instance ones are shared,
+    so each is exported for one of them (each export takes about 40 s)."""
     import tensorflow as tf
 
     from maskformer.export import export
@@ -169,7 +171,8 @@ def test_fixed_size_saved_models_are_identical_to_predict(tiny, tmp_path):
     predictor = _predictor(tiny)
     photo = _photos()[1]  # 3 segments
     expected = predictor.predict_images([photo])[0]
-    for task in ("panoptic", "semantic", "instance"):
+    mask2former = tiny[2].model.architecture == "mask2former"
+    for task in ("panoptic", "instance" if mask2former else "semantic"):
         export(tiny[0], tmp_path / task, task=task, image_size=photo.shape[:2], batch_size=1,
                include_semantic=task == "panoptic", log=lambda _: None)
         outputs = tf.saved_model.load(str(tmp_path / task)).signatures["serving_default"](
