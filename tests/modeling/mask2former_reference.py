@@ -14,4 +14,7 @@ def close(ours, ref, name, rel=2e-5):
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
     err = float(np.max(np.abs(ours - ref)))
     limit = rel * float(np.max(np.abs(ref)))
+    # The parity figures of docs/benchmarks.md (shown with pytest -s).
+    print(f"parity {name}: max |ours - ref| / max |ref| = "
+          f"{err / max(float(np.max(np.abs(ref))), 1e-30):.2g}")
     assert err <= limit, f"{name}: max |ours - ref| = {err:.3g} > {limit:.3g}"
